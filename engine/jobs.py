@@ -1,0 +1,83 @@
+"""A job as the engine stores it: one Redis hash, also sent as JSON in events."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+
+
+class JobStatus(str, Enum):
+    QUEUED = "QUEUED"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def ms_to_datetime(value) -> datetime | None:
+    if value in (None, "", False):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    user_id: str
+    request_data: str
+    status: JobStatus
+    attempts: int
+    created_at: datetime
+    processed_data: str | None = None
+    error: str | None = None
+    last_error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    dequeued_at: datetime | None = None
+    idempotency_key: str | None = None
+    version: int = 1
+
+    @classmethod
+    def from_fields(cls, f: dict) -> "JobRecord":
+        """From a Redis hash (HGETALL) or its JSON copy in an event."""
+        return cls(
+            id=f["id"],
+            user_id=f["uid"],
+            request_data=f.get("data", ""),
+            status=JobStatus(f["status"]),
+            attempts=int(f.get("attempts", 0)),
+            created_at=ms_to_datetime(f["created"]),
+            processed_data=f.get("result"),
+            error=f.get("error"),
+            last_error=f.get("last_error"),
+            started_at=ms_to_datetime(f.get("started")),
+            finished_at=ms_to_datetime(f.get("finished")),
+            dequeued_at=ms_to_datetime(f.get("dequeued")),
+            idempotency_key=f.get("idem"),
+            version=int(f.get("v", 1)),
+        )
+
+    @classmethod
+    def from_json(cls, body: str) -> "JobRecord":
+        return cls.from_fields(json.loads(body))
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A job a worker holds a lease on."""
+
+    user_id: str
+    job_id: str
+    data: str
+    attempts: int
+    token: str
+
+    @property
+    def member(self) -> str:
+        return f"{self.user_id}:{self.job_id}"

@@ -1,0 +1,127 @@
+-- Shared helpers, prepended to every script of this folder.
+-- KEYS[1] is the shard's base key, e.g. "q:{s0}"; every key a script touches
+-- starts with it, so one script touches one hash slot (Redis Cluster ready).
+local base = KEYS[1]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function ukey(uid, what) return base .. ':u:' .. uid .. ':' .. what end
+local function jkey(jid) return base .. ':j:' .. jid end
+
+-- Wake a worker blocked on this shard. Tokens are capped: a worker only
+-- blocks after a claim found nothing, so one token per waiting worker is enough.
+local function signal()
+  redis.call('LPUSH', base .. ':signal', '1')
+  redis.call('LTRIM', base .. ':signal', 0, 63)
+end
+
+local function job_table(jid)
+  local flat = redis.call('HGETALL', jkey(jid))
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+
+local function job_json(jid)
+  return cjson.encode(job_table(jid))
+end
+
+-- Mark a change MongoDB should see: bump the record's version, queue it for the archiver.
+local function touch(uid, jid)
+  redis.call('HINCRBY', jkey(jid), 'v', 1)
+  redis.call('RPUSH', base .. ':archive', uid .. ':' .. jid)
+end
+
+-- A user with nothing running goes to the back of the rotation if work waits.
+local function schedule(uid)
+  if redis.call('LLEN', ukey(uid, 'pending')) > 0 then
+    redis.call('SET', ukey(uid, 'state'), 'r')
+    redis.call('RPUSH', base .. ':rot', uid)
+    signal()
+  else
+    redis.call('DEL', ukey(uid, 'state'))
+  end
+end
+
+-- Record a terminal outcome once: ready for dequeue, one event, archived.
+local function finish_terminal(uid, jid, status, field, value, t, keep)
+  local jk = jkey(jid)
+  redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
+  redis.call('HDEL', jk, 'token')
+  redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
+  redis.call('RPUSH', ukey(uid, 'ready'), jid)
+  touch(uid, jid)
+  local body = job_json(jid)
+  local cursor = redis.call('XADD', ukey(uid, 'events'), 'MAXLEN', '~', keep, '*', 'j', body)
+  redis.call('XADD', base .. ':events', 'MAXLEN', '~', 10000, '*', 'u', uid, 'c', cursor, 'j', body)
+  schedule(uid)
+  return cursor
+end
+
+-- An attempt failed (error, timeout or lost lease): retry after a back-off,
+-- the job staying at the head of its user's queue, or fail it for good.
+local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, keep)
+  local jk = jkey(jid)
+  local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
+  if attempts >= max_attempts then
+    finish_terminal(uid, jid, 'FAILED', 'error', err, t, keep)
+    return 'failed'
+  end
+  local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
+  redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', t + delay)
+  redis.call('HDEL', jk, 'token')
+  redis.call('HINCRBY', jk, 'v', 1)
+  redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
+  redis.call('LPUSH', ukey(uid, 'pending'), jid)
+  if delay <= 0 then
+    schedule(uid)
+  else
+    redis.call('SET', ukey(uid, 'state'), 'd')
+    redis.call('ZADD', base .. ':delayed', t + delay, uid)
+  end
+  return 'retry'
+end
+
+-- Users whose retry back-off is over rejoin the rotation.
+local function promote_due(t)
+  local due = redis.call('ZRANGEBYSCORE', base .. ':delayed', '-inf', t, 'LIMIT', 0, 100)
+  for _, uid in ipairs(due) do
+    redis.call('ZREM', base .. ':delayed', uid)
+    schedule(uid)
+  end
+end
+
+-- Take up to n jobs: the head job of each user at the front of the rotation.
+-- Returns {uid, jid, data, attempts, token} per job.
+local function claim(n, owner, lease_ms, t)
+  promote_due(t)
+  local out = {}
+  while #out < n do
+    local uid = redis.call('LPOP', base .. ':rot')
+    if not uid then break end
+    local jid = redis.call('LPOP', ukey(uid, 'pending'))
+    if jid then
+      local jk = jkey(jid)
+      local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+      local token = owner .. ':' .. attempts
+      redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
+      redis.call('HINCRBY', jk, 'v', 1)
+      redis.call('SET', ukey(uid, 'state'), 'a')
+      redis.call('ZADD', base .. ':leases', t + lease_ms, uid .. ':' .. jid)
+      out[#out + 1] = {uid, jid, redis.call('HGET', jk, 'data'), attempts, token}
+    else
+      redis.call('DEL', ukey(uid, 'state'))
+    end
+  end
+  return out
+end
+
+-- Milliseconds until the next retry falls due, or -1 when none waits.
+local function next_due_in(t)
+  local first = redis.call('ZRANGE', base .. ':delayed', 0, 0, 'WITHSCORES')
+  if #first == 0 then return -1 end
+  return math.max(0, tonumber(first[2]) - t)
+end

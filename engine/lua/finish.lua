@@ -1,0 +1,20 @@
+-- Record one attempt's outcome, then claim more work in the same round trip.
+-- ARGV: uid, jid, token, outcome ('ok' | 'error'), value (result or error),
+--       max_attempts, retry_base_ms, events_keep, claim_n, owner, lease_ms
+-- Returns {verdict, next_due_ms, claimed jobs...}; verdict is 'completed',
+-- 'retry', 'failed' or 'stale' (the lease was lost: nothing was recorded).
+local uid, jid, token, outcome, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local max_attempts, retry_base_ms, keep = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local t = now_ms()
+local verdict
+local jk = jkey(jid)
+if redis.call('HGET', jk, 'token') ~= token or redis.call('HGET', jk, 'status') ~= 'PROCESSING' then
+  verdict = 'stale'
+elseif outcome == 'ok' then
+  finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, keep)
+  verdict = 'completed'
+else
+  verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, keep)
+end
+local jobs = claim(tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11]), t)
+return {verdict, next_due_in(t), unpack(jobs)}

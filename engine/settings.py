@@ -1,0 +1,99 @@
+"""Every setting of the service, read once from the environment and `.env`.
+
+One object is built at start-up and passed down; nothing deeper reads the
+environment. Names match the contract's table (`../shared/CONTRACT.md` §6).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "production", "test"] = "development"
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    # stores
+    mongo_uri: str | None = None
+    mongo_db: str = "queue"
+    redis_url: str | None = None
+    data_dir: str = ".queue"  # where the embedded Redis keeps its socket and files
+
+    # accounts
+    jwt_secret: str | None = None
+    jwt_ttl_seconds: int = Field(3600, ge=1)
+    jwt_leeway_seconds: float = Field(2.0, ge=0, le=2.0)
+    login_max_failures: int = Field(10, ge=1)
+    login_window_seconds: int = Field(900, ge=1)
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    graphiql: bool | None = None  # None: on in development, off in production
+    graphql_introspection: bool = True
+    graphql_max_depth: int = Field(15, ge=1)
+    graphql_max_aliases: int = Field(30, ge=1)
+    graphql_max_tokens: int = Field(5000, ge=10)
+    ws_max_message_bytes: int = Field(64 * 1024, ge=1024)
+    ws_max_subscriptions: int = Field(10, ge=1)
+
+    # queue
+    queue_prefix: str = "q"  # key namespace in Redis; lets tests and tenants share a server
+    queue_shards: int = Field(1, ge=1, le=1024)
+    queue_handler: str = "workers.handlers:echo"
+    queue_concurrency: int = Field(10, ge=1, le=10_000)
+    queue_max_attempts: int = Field(3, ge=1)
+    queue_retry_base_seconds: float = Field(1.0, ge=0)
+    queue_job_timeout_seconds: float = Field(30, gt=0)
+    queue_lease_seconds: float = Field(30, ge=1)
+    queue_shutdown_grace_seconds: float = Field(20, ge=0)
+    queue_max_payload_bytes: int = Field(65536, ge=1)
+    queue_max_pending: int = Field(10000, ge=1)
+    queue_max_batch: int = Field(1000, ge=1)
+    queue_enqueue_rate_per_minute: int = Field(0, ge=0)  # 0: no per-user rate limit
+    queue_events_keep: int = Field(1000, ge=1000)  # per-user events kept for replay
+    queue_result_ttl_seconds: int = Field(7 * 86400, ge=60)  # finished, not yet dequeued
+    queue_finished_retention_seconds: int = Field(3600, ge=0)  # after dequeue and archive
+
+    metrics_port: int | None = None  # a worker's own /metrics port; unset: none
+
+    @model_validator(mode="after")
+    def _production_is_strict(self) -> "Settings":
+        if self.app_env == "production":
+            if not self.jwt_secret or len(self.jwt_secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"JWT_SECRET must be set to at least {MIN_SECRET_BYTES} bytes "
+                    "when APP_ENV=production"
+                )
+        return self
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return (not self.production) if self.graphiql is None else self.graphiql
+
+
+def load_settings(**overrides) -> Settings:
+    """Build the settings, or exit with one line naming what is wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            lines.append(f"{where}: {err['msg']}".replace("Value error, ", ""))
+        raise SystemExit("invalid settings: " + "; ".join(lines)) from None

@@ -1,0 +1,1 @@
+"""Worker processes: take jobs from Redis and run the handler on them."""

@@ -1,0 +1,82 @@
+"""`python -m workers`: one worker process.
+
+    python -m workers [--concurrency N] [--handler module:function] [--burst]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from engine import connection, logs
+from engine.keys import Keys
+from engine.queue import Queue, RetryPolicy
+from engine.settings import Settings, load_settings
+
+from .loader import load_handler
+from .worker import Worker, WorkerConfig
+
+log = logging.getLogger("workers")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
+    p.add_argument("--concurrency", type=int, help="users processed at once (QUEUE_CONCURRENCY)")
+    p.add_argument("--handler", help="module:function to call (QUEUE_HANDLER)")
+    p.add_argument("--burst", action="store_true",
+                   help="exit 0 as soon as no job is waiting or running for any user")
+    return p.parse_args(argv)
+
+
+def build_worker(settings: Settings, redis_url: str, handler, burst: bool = False) -> Worker:
+    policy = RetryPolicy(
+        max_attempts=settings.queue_max_attempts,
+        retry_base_seconds=settings.queue_retry_base_seconds,
+        events_keep=settings.queue_events_keep,
+    )
+    keys = Keys(settings.queue_prefix, settings.queue_shards)
+    queue = Queue(connection.client(redis_url), keys, policy)
+    config = WorkerConfig(
+        concurrency=settings.queue_concurrency,
+        lease_seconds=settings.queue_lease_seconds,
+        job_timeout_seconds=settings.queue_job_timeout_seconds,
+        shutdown_grace_seconds=settings.queue_shutdown_grace_seconds,
+        burst=burst,
+    )
+    return Worker(queue, handler, config, blocking_redis=connection.client(redis_url))
+
+
+async def serve(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await worker.queue.redis.aclose()
+        await worker.blocking_redis.aclose()
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    overrides = {}
+    if args.concurrency is not None:
+        overrides["queue_concurrency"] = args.concurrency
+    if args.handler:
+        overrides["queue_handler"] = args.handler
+    settings = load_settings(**overrides)
+    logs.configure(settings.log_level, settings.log_format)
+    handler = load_handler(settings.queue_handler)
+    url = settings.redis_url or connection.embedded_url_for_worker(settings.data_dir)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    worker = build_worker(settings, url, handler, burst=args.burst)
+    asyncio.run(serve(worker))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""A worker's Prometheus metrics, served on METRICS_PORT when it is set."""
+
+from prometheus_client import Counter, Histogram
+
+FINISHED = Counter(
+    "queue_worker_attempts_total",
+    "Attempts recorded by this worker, by verdict (completed, retry, failed, stale)",
+    ["verdict"],
+)
+RECLAIMED = Counter("queue_worker_reclaimed_total", "Expired leases this worker reclaimed")
+HANDLER_SECONDS = Histogram("queue_handler_seconds", "Time spent in the handler per attempt")

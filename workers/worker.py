@@ -1,0 +1,306 @@
+"""One worker process: claims jobs fairly, runs the handler, records outcomes.
+
+How the loop goes:
+- the dispatcher claims as many jobs as it has free slots, from the front of
+  each shard's rotation of users, and starts a slot task for each;
+- a slot runs its job, then records the outcome and claims its next job in the
+  same Redis call (`finish.lua`), so a busy worker costs one round trip a job;
+- with nothing to claim, the dispatcher blocks on the shards' signal lists
+  (BLPOP) until an enqueue, a finish or a retry falls due: no polling;
+- a maintenance task pushes the leases of running jobs forward and reclaims
+  the expired leases of dead workers.
+
+What happens to an in-flight job:
+- handler error or timeout: the attempt fails; retried with back-off up to
+  QUEUE_MAX_ATTEMPTS, then FAILED;
+- SIGTERM: no new job is taken, running ones get QUEUE_SHUTDOWN_GRACE_SECONDS
+  to finish, the rest are handed back (`release.lua`: head of the user's
+  queue, attempt not counted) and the process exits 0;
+- Redis unreachable: finishing is retried until the lease would have run out;
+  after that the outcome is dropped and the job runs again elsewhere;
+- the process dies (kill -9): its leases expire and another worker reclaims
+  the jobs (the attempt counts).
+A sync handler that times out keeps running in its thread until it returns;
+its result is discarded (threads cannot be killed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+
+from engine.jobs import Claimed
+from engine.keys import Keys
+from engine.logs import log_context
+from engine.queue import Batch, Queue
+
+from . import metrics
+
+log = logging.getLogger("workers")
+
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass
+class WorkerConfig:
+    concurrency: int = 10
+    lease_seconds: float = 30.0
+    job_timeout_seconds: float = 30.0
+    shutdown_grace_seconds: float = 20.0
+    burst: bool = False
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: Queue,
+        handler: Callable,
+        config: WorkerConfig,
+        blocking_redis: Redis | None = None,
+    ):
+        self.queue = queue
+        self.handler = handler
+        self.config = config
+        self.owner = uuid.uuid4().hex[:12]
+        # BLPOP holds a connection while it waits: give it its own client
+        self.blocking_redis = blocking_redis or queue.redis
+        self._is_async = inspect.iscoroutinefunction(handler)
+        self._threads = ThreadPoolExecutor(
+            max_workers=config.concurrency, thread_name_prefix="handler"
+        )
+        self._running: dict[asyncio.Task, Claimed | None] = {}
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._due_at = float("inf")  # monotonic time the next retry falls due
+        self._shard = 0
+        self.completed = 0
+
+    # ---- lifecycle ----
+
+    def stop(self) -> None:
+        """Stop taking work; running jobs finish within the grace period."""
+        if not self._stopping.is_set():
+            log.info("stopping: no new jobs; %d running", len(self._running))
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info(
+            "worker %s started: concurrency %d, %d shard(s)",
+            self.owner, self.config.concurrency, self.queue.keys.shards,
+        )
+        maintenance = asyncio.create_task(self._maintain())
+        try:
+            await self._dispatch()
+        finally:
+            await self._drain()
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped after %d jobs", self.owner, self.completed)
+
+    # ---- the dispatcher ----
+
+    async def _dispatch(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                free = self.config.concurrency - len(self._running)
+                if free <= 0:
+                    await self._wait(None)
+                    continue
+                if await self._claim(free):
+                    backoff = 0.1
+                    continue
+                if self.config.burst and not self._running and await self.queue.is_idle():
+                    log.info("burst: no job waiting or running; exiting")
+                    return
+                await self._wait(self._block_timeout())
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _claim(self, free: int) -> bool:
+        """Claim up to `free` jobs, visiting shards in turn."""
+        bases = self.queue.keys.all_bases()
+        claimed = False
+        for i in range(len(bases)):
+            if free <= 0:
+                break
+            base = bases[(self._shard + i) % len(bases)]
+            batch = await self.queue.claim(base, free, self.owner, self.config.lease_seconds)
+            self._note_due(batch)
+            for job in batch.jobs:
+                self._start(job)
+            free -= len(batch.jobs)
+            claimed = claimed or bool(batch.jobs)
+        self._shard = (self._shard + 1) % len(bases)
+        return claimed
+
+    def _block_timeout(self) -> float:
+        """Block at most until a retry falls due or maintenance is due."""
+        until_due = self._due_at - time.monotonic()
+        return max(0.01, min(until_due, self._maintenance_interval()))
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until a signal from Redis (when timeout is set), a freed slot, or stop."""
+        self._wake.clear()
+        waiters = [asyncio.create_task(self._wake.wait())]
+        if timeout is not None:
+            signals = [Keys.shard(b, "signal") for b in self.queue.keys.all_bases()]
+            waiters.append(asyncio.create_task(self.blocking_redis.blpop(signals, timeout)))
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # surface a Redis error to the dispatcher
+        finally:
+            for task in waiters:
+                task.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _note_due(self, batch: Batch) -> None:
+        if batch.next_due_ms >= 0:
+            self._due_at = time.monotonic() + batch.next_due_ms / 1000
+        else:
+            self._due_at = float("inf")
+
+    # ---- slots ----
+
+    def _start(self, job: Claimed) -> None:
+        task = asyncio.create_task(self._slot(job))
+        self._running[task] = job
+        task.add_done_callback(self._slot_done)
+
+    def _slot_done(self, task: asyncio.Task) -> None:
+        self._running.pop(task, None)
+        self._wake.set()
+        if not task.cancelled() and task.exception():
+            log.error("slot crashed", exc_info=task.exception())
+
+    async def _slot(self, job: Claimed) -> None:
+        """Run jobs one after another: each finish claims this slot's next job."""
+        task = asyncio.current_task()
+        while job is not None:
+            self._running[task] = job
+            ok, value = await self._execute(job)
+            self._running[task] = None  # the outcome is being recorded: nothing to hand back
+            claim_n = 0 if self._stopping.is_set() else 1
+            batch = await self._finish(job, ok, value, claim_n)
+            job = batch.jobs[0] if batch and batch.jobs else None
+            if batch is not None:
+                self._note_due(batch)
+
+    async def _execute(self, job: Claimed) -> tuple[bool, str]:
+        token = log_context.set({"job_id": job.job_id, "user_id": job.user_id})
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(self._call(job.data), self.config.job_timeout_seconds)
+            if not isinstance(result, str):
+                raise TypeError(f"handler returned {type(result).__name__}, not str")
+            outcome = (True, result)
+        except asyncio.TimeoutError:
+            outcome = (False, f"timed out after {self.config.job_timeout_seconds:g}s")
+        except Exception as exc:  # the handler's failure is the job's, not the worker's
+            outcome = (False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        finally:
+            metrics.HANDLER_SECONDS.observe(time.perf_counter() - started)
+            log_context.reset(token)
+        if not outcome[0]:
+            log.info("attempt %d of job %s failed: %s", job.attempts, job.job_id, outcome[1])
+        return outcome
+
+    async def _call(self, data: str):
+        if self._is_async:
+            return await self.handler(data)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, self.handler, data)
+
+    async def _finish(self, job: Claimed, ok: bool, value: str, claim_n: int) -> Batch | None:
+        """Record the outcome; keep trying while our lease could still be valid."""
+        deadline = time.monotonic() + self.config.lease_seconds
+        delay = 0.05
+        while True:
+            try:
+                batch = await self.queue.finish(
+                    job, ok, value, claim_n=claim_n, owner=self.owner,
+                    lease_seconds=self.config.lease_seconds,
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("could not record job %s (%s); its lease will expire "
+                              "and it will run again", job.job_id, exc)
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        metrics.FINISHED.labels(batch.verdict).inc()
+        if batch.verdict == "stale":
+            log.warning("job %s: lease was lost before it finished; outcome discarded",
+                        job.job_id)
+        elif batch.verdict in ("completed", "failed"):
+            self.completed += 1
+        return batch
+
+    # ---- maintenance: heartbeats and reclaiming dead workers' jobs ----
+
+    def _maintenance_interval(self) -> float:
+        return max(0.2, min(self.config.lease_seconds / 3, 5.0))
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self._maintenance_interval())
+            try:
+                running = [j for j in self._running.values() if j is not None]
+                if running:
+                    lost = await self.queue.heartbeat(running, self.config.lease_seconds)
+                    for member in lost:
+                        log.warning("lease lost for %s; its outcome will be discarded", member)
+                for base in self.queue.keys.all_bases():
+                    reclaimed = await self.queue.reclaim(base)
+                    if reclaimed:
+                        metrics.RECLAIMED.inc(reclaimed)
+                        log.warning("reclaimed %d job(s) from lost workers", reclaimed)
+                        self._wake.set()
+            except RedisError as exc:
+                log.warning("maintenance skipped: %s", exc)
+
+    # ---- shutdown ----
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period; hand back the rest."""
+        if not self._running:
+            return
+        tasks = list(self._running)
+        _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
+        unfinished = [self._running.get(t) for t in pending]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for job in unfinished:
+            if job is None:
+                continue
+            try:
+                handed = await self.queue.release(job)
+                log.info("handed back job %s%s", job.job_id,
+                         "" if handed else " (lease already lost)")
+            except RedisError as exc:
+                log.error("could not hand back job %s (%s); its lease will expire",
+                          job.job_id, exc)
