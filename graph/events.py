@@ -1,0 +1,190 @@
+"""Live events: one reader per shard fans finished jobs out to listeners.
+
+Workers append each finished job to its user's stream (kept for replay) and
+to the shard's stream. Here one task per shard tails the shard stream with a
+blocking XREAD and hands each event, parsed once, to the in-memory listeners
+of its user: thousands of subscriptions cost a handful of Redis connections.
+
+A listener that asks for `after` first replays its user's stream after that
+cursor, then takes live events newer than the last one it replayed: no gap,
+no repeat. A listener that falls too far behind is re-synced from the user's
+stream the same way instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from engine.jobs import JobRecord
+from engine.keys import Keys
+from engine.queue import Queue
+
+from .errors import BadUserInput
+
+log = logging.getLogger(__name__)
+
+CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+LISTENER_BUFFER = 10_000
+
+
+def cursor_key(cursor: str) -> tuple[int, int]:
+    ms, _, seq = cursor.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Listener:
+    def __init__(self):
+        self.events: asyncio.Queue = asyncio.Queue(LISTENER_BUFFER)
+        self.lagged = False
+
+    def put(self, event: tuple[str, JobRecord]) -> None:
+        if self.lagged:
+            return
+        try:
+            self.events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True  # drop the backlog, re-read the user's stream; see listen()
+            while not self.events.empty():
+                self.events.get_nowait()
+            self.events.put_nowait(None)
+
+
+class EventHub:
+    def __init__(self, queue: Queue, blocking_redis: Redis):
+        self.queue = queue
+        self.redis = blocking_redis  # XREAD BLOCK holds its connection while it waits
+        self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        self._readers: list[asyncio.Task] = []
+        self._on_event: list[Callable[[str], None]] = []
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        for base in self.queue.keys.all_bases():
+            stream = Keys.shard(base, "events")
+            last = await self.queue.redis.xrevrange(stream, count=1)
+            start = last[0][0] if last else "0-0"
+            self._readers.append(asyncio.create_task(self._read(stream, start)))
+
+    async def stop(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        self._readers.clear()
+
+    def on_event(self, callback: Callable[[str], None]) -> None:
+        """Call back (with the user id) on every event, e.g. to wake the archiver."""
+        self._on_event.append(callback)
+
+    @property
+    def listener_count(self) -> int:
+        return sum(len(s) for s in self._listeners.values())
+
+    # ---- the reader ----
+
+    async def _read(self, stream: str, last: str) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                reply = await self.redis.xread({stream: last}, count=1000, block=5000)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("event reader: %s; retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for _, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._dispatch(fields)
+
+    def _dispatch(self, fields: dict) -> None:
+        uid = fields.get("u")
+        for callback in self._on_event:
+            callback(uid)
+        listeners = self._listeners.get(uid)
+        if not listeners:
+            return
+        event = (fields["c"], JobRecord.from_json(fields["j"]))
+        for listener in listeners:
+            listener.put(event)
+
+    # ---- listeners ----
+
+    def add(self, uid: str) -> Listener:
+        listener = Listener()
+        self._listeners[uid].add(listener)
+        return listener
+
+    def remove(self, uid: str, listener: Listener) -> None:
+        listeners = self._listeners.get(uid)
+        if listeners is not None:
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[uid]
+
+    async def check_cursor(self, uid: str, after: str) -> None:
+        """A cursor is valid while its event is retained (or "0": from the start)."""
+        if after == "0":
+            return
+        if not CURSOR.match(after):
+            raise BadUserInput("malformed cursor", argument="after")
+        stream = Keys.user(self.queue.keys.user_base(uid), uid, "events")
+        if not await self.queue.redis.xrange(stream, min=after, max=after, count=1):
+            raise BadUserInput(
+                "cursor unknown or too old: it is no longer retained; "
+                "subscribe without `after` to start from now", argument="after")
+
+    async def listen(self, uid: str, after: str | None = None) -> AsyncIterator[tuple[str, JobRecord]]:
+        """The user's events: those after `after` first, then live ones, in order."""
+        if after is not None:
+            await self.check_cursor(uid, after)
+        listener = self.add(uid)
+        try:
+            last = (0, 0)
+            if after is not None:
+                after = "0-0" if after == "0" else after
+                last = cursor_key(after)
+                async for cursor, job in self._replay(uid, after):
+                    last = cursor_key(cursor)
+                    yield cursor, job
+            while True:
+                event = await listener.events.get()
+                if event is None:  # fell behind: catch up from the user's stream
+                    listener.lagged = False
+                    async for cursor, job in self._replay(uid, "%d-%d" % last):
+                        last = cursor_key(cursor)
+                        yield cursor, job
+                    continue
+                if cursor_key(event[0]) <= last:
+                    continue  # already replayed
+                last = cursor_key(event[0])
+                yield event
+        finally:
+            self.remove(uid, listener)
+
+    async def _replay(self, uid: str, after: str):
+        while True:
+            page = await self.queue.events_after(uid, after, count=500)
+            for cursor, job in page:
+                yield cursor, job
+                after = cursor
+            if len(page) < 500:
+                return
+
+    async def wait_for(self, uid: str, listener: Listener, timeout: float) -> None:
+        """Until an event of the user arrives (used by dequeue's long poll)."""
+        try:
+            await asyncio.wait_for(listener.events.get(), timeout)
+        except asyncio.TimeoutError:
+            pass

@@ -1,0 +1,176 @@
+"""The queue as the API offers it: Redis for live state, MongoDB for history."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import time
+
+from bson import ObjectId
+
+from engine import queue as engine
+from engine.jobs import JobRecord, JobStatus, ms_to_datetime
+from engine.settings import Settings
+
+from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
+from .events import EventHub
+from .store import Job, save_job_snapshot
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS = 30.0
+MAX_PAGE = 100
+MAX_IDEMPOTENCY_KEY = 256
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"job:{job_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        raise BadUserInput("malformed cursor", argument="after") from None
+    if not raw.startswith("job:"):
+        raise BadUserInput("malformed cursor", argument="after")
+    return raw[4:]
+
+
+class Jobs:
+    def __init__(self, queue: engine.Queue, hub: EventHub, settings: Settings):
+        self.queue = queue
+        self.hub = hub
+        self.settings = settings
+
+    # ---- enqueue ----
+
+    def _check_item(self, data: str, key: str | None, index: int | None = None) -> None:
+        where = {} if index is None else {"index": index}
+        size = len(data.encode("utf-8", "surrogatepass"))
+        if size > self.settings.queue_max_payload_bytes:
+            raise BadUserInput(
+                f"requestData is {size} bytes; the limit is "
+                f"{self.settings.queue_max_payload_bytes} (QUEUE_MAX_PAYLOAD_BYTES)"
+                + (f" (item {index})" if index is not None else ""), **where)
+        if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise BadUserInput(f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+                               + (f" (item {index})" if index is not None else ""), **where)
+
+    async def _check_rate(self, uid: str, count: int) -> None:
+        limit = self.settings.queue_enqueue_rate_per_minute
+        if not limit:
+            return
+        key = f"{self.settings.queue_prefix}:rate:{uid}:{int(time.time() // 60)}"
+        async with self.queue.redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, count)
+            pipe.expire(key, 120)
+            used, _ = await pipe.execute()
+        if used > limit:
+            raise RateLimited(f"more than {limit} jobs a minute (QUEUE_ENQUEUE_RATE_PER_MINUTE)")
+
+    async def enqueue(self, uid: str, items: list[tuple[str, str | None]]) -> list[JobRecord]:
+        """Store the items in order, all or none; idempotency keys return earlier jobs."""
+        batch = len(items) > 1
+        if len(items) > self.settings.queue_max_batch:
+            raise BadUserInput(f"at most {self.settings.queue_max_batch} items (QUEUE_MAX_BATCH)")
+        for i, (data, key) in enumerate(items):
+            self._check_item(data, key, i if batch else None)
+        await self._check_rate(uid, len(items))
+        rows = [(str(ObjectId()), data, key) for data, key in items]
+        try:
+            placed = await self.queue.enqueue(uid, rows, self.settings.queue_max_pending)
+        except engine.QueueFull as full:
+            msg = f"{self.settings.queue_max_pending} jobs already wait (QUEUE_MAX_PENDING)"
+            if batch:
+                raise QueueFull(f"item {full.index}: {msg}", index=full.index) from None
+            raise QueueFull(msg) from None
+        created_at = ms_to_datetime(placed[0].created_ms) if placed else None
+        jobs: list[JobRecord] = []
+        for (jid, data, key), result in zip(rows, placed):
+            if result.created:
+                jobs.append(JobRecord(id=jid, user_id=uid, request_data=data,
+                                      status=JobStatus.QUEUED, attempts=0,
+                                      created_at=created_at, idempotency_key=key))
+            else:  # an idempotency key seen before: the first job
+                earlier = await self.get(uid, result.job_id)
+                if earlier is None:
+                    raise NotFound(f"job {result.job_id} of this idempotencyKey is gone")
+                jobs.append(earlier)
+        await self._record([j for j, r in zip(jobs, placed) if r.created])
+        return jobs
+
+    async def _record(self, jobs: list[JobRecord]) -> None:
+        """History in MongoDB. The job is already durable in Redis: if MongoDB
+        fails here, the archiver writes the record when the job finishes."""
+        try:
+            await asyncio.gather(*(save_job_snapshot(j) for j in jobs))
+        except Exception:
+            log.exception("could not record %d new job(s) in MongoDB; the archiver will", len(jobs))
+
+    # ---- reading ----
+
+    async def get(self, uid: str, jid: str) -> JobRecord | None:
+        live = await self.queue.get(uid, jid)
+        if live is not None:
+            return live
+        doc = await Job.find_one(Job.id == jid, Job.user_id == uid)
+        return doc.to_record() if doc else None
+
+    async def page(self, uid: str, status: str | None, first: int, after: str | None):
+        """Newest first. MongoDB has the history; Redis overlays the live state."""
+        if not 0 <= first <= MAX_PAGE:
+            raise BadUserInput(f"first must be between 0 and {MAX_PAGE}", argument="first")
+        query = [Job.user_id == uid]
+        if after:
+            query.append(Job.id < decode_cursor(after))
+        if status:
+            query.append(Job.status == status)
+        docs = await Job.find(*query).sort(-Job.id).limit(first + 1).to_list()
+        has_next = len(docs) > first
+        records = [d.to_record() for d in docs[:first]]
+        live = await self.queue.get_many(uid, [r.id for r in records if not r.status.terminal
+                                               or r.dequeued_at is None])
+        records = [live.get(r.id, r) for r in records]
+        if status:
+            records = [r for r in records if r.status.value == status]
+        return records, has_next
+
+    async def stats(self, uid: str) -> engine.Stats:
+        return await self.queue.stats(uid)
+
+    # ---- taking results, cancelling ----
+
+    async def dequeue(self, uid: str, wait_seconds: float) -> JobRecord | None:
+        if wait_seconds < 0 or wait_seconds != wait_seconds:
+            raise BadUserInput("waitSeconds must be 0 or more", argument="waitSeconds")
+        job = await self.queue.dequeue(uid)
+        if job or wait_seconds == 0:
+            return job
+        deadline = time.monotonic() + min(wait_seconds, MAX_WAIT_SECONDS)
+        listener = self.hub.add(uid)  # before looking again, so no finish slips between
+        try:
+            while True:
+                job = await self.queue.dequeue(uid)
+                remaining = deadline - time.monotonic()
+                if job or remaining <= 0:
+                    return job
+                await self.hub.wait_for(uid, listener, remaining)
+        finally:
+            self.hub.remove(uid, listener)
+
+    async def cancel(self, uid: str, jid: str) -> JobRecord:
+        try:
+            job = await self.queue.cancel(uid, jid)
+        except engine.NotQueued as exc:
+            raise Conflict(f"only a QUEUED job can be cancelled; this one is {exc.status}",
+                           status=exc.status) from None
+        if job is not None:
+            return job
+        old = await Job.find_one(Job.id == jid, Job.user_id == uid)
+        if old is None:
+            raise NotFound("no such job")
+        raise Conflict(f"only a QUEUED job can be cancelled; this one is {old.status.value}",
+                       status=old.status.value)

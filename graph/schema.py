@@ -1,0 +1,156 @@
+"""The schema: queries, mutations and the subscription of the contract."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.types import Info
+from strawberry.types.unset import UNSET
+
+from engine.settings import Settings
+
+from .context import Context
+from .errors import ErrorCodes
+from .types import (
+    AuthPayload,
+    EnqueueInput,
+    Job,
+    JobConnection,
+    JobEdge,
+    JobStatus,
+    PageInfo,
+    ProcessedEvent,
+    QueueStats,
+    User,
+)
+from .jobs import encode_cursor
+
+CtxInfo = Info[Context, None]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def me(self, info: CtxInfo) -> User:
+        ctx = info.context
+        return User.of(await ctx.services.accounts.get(await ctx.user_id()))
+
+    @strawberry.field
+    async def job(self, info: CtxInfo, id: strawberry.ID) -> Job | None:
+        ctx = info.context
+        record = await ctx.jobs.get(await ctx.user_id(), str(id))
+        return Job.of(record) if record else None
+
+    @strawberry.field
+    async def jobs(
+        self, info: CtxInfo, status: JobStatus | None = UNSET, first: int | None = 20,
+        after: str | None = UNSET,
+    ) -> JobConnection:
+        ctx = info.context
+        records, has_next = await ctx.jobs.page(
+            await ctx.user_id(), status.value if status else None,
+            20 if first is None else first, after or None)
+        edges = [JobEdge(cursor=encode_cursor(r.id), node=Job.of(r)) for r in records]
+        return JobConnection(
+            edges=edges,
+            page_info=PageInfo(has_next_page=has_next,
+                               end_cursor=edges[-1].cursor if edges else None),
+        )
+
+    @strawberry.field
+    async def queue_stats(self, info: CtxInfo) -> QueueStats:
+        ctx = info.context
+        s = await ctx.jobs.stats(await ctx.user_id())
+        return QueueStats(queued=s.queued, processing=s.processing, ready=s.ready)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def register(self, info: CtxInfo, username: str, password: str) -> User:
+        return User.of(await info.context.services.accounts.register(username, password))
+
+    @strawberry.mutation
+    async def login(self, info: CtxInfo, username: str, password: str) -> AuthPayload:
+        ctx = info.context
+        token, user = await ctx.services.accounts.login(username, password, ctx.client_address)
+        return AuthPayload(token=token.value, expires_at=token.expires_at, user=User.of(user))
+
+    @strawberry.mutation
+    async def enqueue(
+        self, info: CtxInfo, request_data: str, idempotency_key: str | None = UNSET
+    ) -> Job:
+        ctx = info.context
+        [job] = await ctx.jobs.enqueue(await ctx.user_id(), [(request_data, idempotency_key or None)])
+        return Job.of(job)
+
+    @strawberry.mutation
+    async def enqueue_many(self, info: CtxInfo, items: list[EnqueueInput]) -> list[Job]:
+        ctx = info.context
+        uid = await ctx.user_id()
+        if not items:
+            return []
+        jobs = await ctx.jobs.enqueue(uid, [(i.request_data, i.idempotency_key) for i in items])
+        return [Job.of(j) for j in jobs]
+
+    @strawberry.mutation
+    async def dequeue(self, info: CtxInfo, wait_seconds: float | None = 0) -> Job | None:
+        ctx = info.context
+        record = await ctx.jobs.dequeue(await ctx.user_id(), wait_seconds or 0)
+        if record is not None:
+            ctx.services.archiver.wake()
+        return Job.of(record) if record else None
+
+    @strawberry.mutation
+    async def cancel(self, info: CtxInfo, id: strawberry.ID) -> Job:
+        ctx = info.context
+        record = await ctx.jobs.cancel(await ctx.user_id(), str(id))
+        ctx.services.archiver.wake()
+        return Job.of(record)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def processed(
+        self, info: CtxInfo, after: str | None = UNSET
+    ) -> AsyncGenerator[ProcessedEvent, None]:
+        ctx = info.context
+        uid = await ctx.user_id()
+        async for cursor, record in ctx.services.hub.listen(uid, after or None):
+            yield ProcessedEvent(cursor=cursor, job=Job.of(record))
+
+
+class Schema(strawberry.Schema):
+    def process_errors(self, errors, execution_context=None) -> None:
+        """Expected errors are the client's business; ErrorCodes logs unexpected ones."""
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
+    extensions = [
+        ErrorCodes(suggestions=settings.graphql_introspection),
+        MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
+        ParserCache(maxsize=1000),
+        QueryDepthLimiter(max_depth=settings.graphql_max_depth),
+        MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
+        ValidationCache(maxsize=1000),
+    ]
+    if not settings.graphql_introspection:
+        from strawberry.extensions import DisableIntrospection
+
+        extensions.append(DisableIntrospection())
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
+
+
+def export_sdl() -> str:
+    """The text of schema.graphql."""
+    return build_schema().as_str() + "\n"

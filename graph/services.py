@@ -1,0 +1,77 @@
+"""Everything a request needs, opened once at start-up and closed at exit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from engine import connection
+from engine.keys import Keys
+from engine.queue import Queue, RetryPolicy
+from engine.settings import Settings
+
+from . import store
+from .accounts import Accounts
+from .archiver import Archiver
+from .auth import Tokens
+from .events import EventHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    redis_url: str
+    queue: Queue
+    hub: EventHub
+    accounts: Accounts
+    archiver: Archiver
+    mongo: Any
+    extras: list = field(default_factory=list)  # closed last, e.g. the embedded Redis
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.queue_max_attempts,
+        retry_base_seconds=settings.queue_retry_base_seconds,
+        events_keep=settings.queue_events_keep,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    async with contextlib.AsyncExitStack() as stack:
+        url = settings.redis_url
+        if not url:
+            url, embedded = connection.start_embedded(settings.data_dir)
+            stack.callback(embedded.stop)
+        redis = connection.client(url)
+        stack.push_async_callback(redis.aclose)
+        blocking = connection.client(url)
+        stack.push_async_callback(blocking.aclose)
+
+        mongo = await store.open_store(settings.mongo_uri, settings.mongo_db)
+        stack.callback(mongo.close)
+
+        queue = Queue(redis, Keys(settings.queue_prefix, settings.queue_shards),
+                      retry_policy(settings))
+        hub = EventHub(queue, blocking)
+        await hub.start()
+        stack.push_async_callback(hub.stop)
+
+        archiver = Archiver(queue, settings.queue_result_ttl_seconds,
+                            settings.queue_finished_retention_seconds)
+        hub.on_event(archiver.wake)
+        archiver.start()
+        stack.push_async_callback(archiver.stop)
+
+        tokens = Tokens(settings.jwt_secret, settings.jwt_ttl_seconds, settings.jwt_leeway_seconds)
+        accounts = Accounts(tokens, redis, settings)
+        yield Services(settings, redis, url, queue, hub, accounts, archiver, mongo)

@@ -1,0 +1,144 @@
+"""MongoDB through Beanie: user accounts and the job history.
+
+`MONGO_URI` unset gives an in-memory store (mongomock-motor): fine for trying
+the service and for tests, nothing persists. Beanie 2 asks the database for
+things mongomock does not know; `_patch_mongomock` is the one place that
+bridges them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import pymongo
+from beanie import Document, init_beanie
+from pydantic import Field
+from pymongo import IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from engine.jobs import JobRecord, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class User(Document):
+    username: str
+    username_key: str  # case-folded: uniqueness without regard to case
+    password_hash: str
+    created_at: datetime
+
+    class Settings:
+        name = "users"
+        indexes = [IndexModel("username_key", unique=True)]
+
+
+class Job(Document):
+    """The history of one job; written at enqueue, then by the archiver."""
+
+    id: str  # type: ignore[assignment]  # the engine's job id
+    user_id: str
+    request_data: str
+    status: JobStatus
+    attempts: int = 0
+    processed_data: str | None = None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    dequeued_at: datetime | None = None
+    idempotency_key: str | None = None
+    version: int = 1  # the Redis record's version; older snapshots never overwrite newer
+
+    class Settings:
+        name = "jobs"
+        indexes = [
+            IndexModel([("user_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)]),
+            IndexModel([("user_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING),
+                        ("_id", pymongo.DESCENDING)]),
+        ]
+
+    @classmethod
+    def fields_of(cls, job: JobRecord) -> dict:
+        return {
+            "user_id": job.user_id,
+            "request_data": job.request_data,
+            "status": job.status.value,
+            "attempts": job.attempts,
+            "processed_data": job.processed_data,
+            "error": job.error,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "dequeued_at": job.dequeued_at,
+            "idempotency_key": job.idempotency_key,
+            "version": job.version,
+        }
+
+    def to_record(self) -> JobRecord:
+        return JobRecord(
+            id=self.id, user_id=self.user_id, request_data=self.request_data,
+            status=JobStatus(self.status), attempts=self.attempts, created_at=self.created_at,
+            processed_data=self.processed_data, error=self.error, started_at=self.started_at,
+            finished_at=self.finished_at, dequeued_at=self.dequeued_at,
+            idempotency_key=self.idempotency_key, version=self.version,
+        )
+
+
+async def save_job_snapshot(job: JobRecord) -> None:
+    """Upsert a job's state unless MongoDB already holds a newer version.
+
+    Idempotent and safe under concurrent archivers: the filter only matches
+    an older version; when the record exists at the same or a newer version,
+    the upsert's insert hits the unique _id and is ignored.
+    """
+    collection = Job.get_pymongo_collection()
+    try:
+        await collection.update_one(
+            {"_id": job.id, "version": {"$lt": job.version}},
+            {"$set": Job.fields_of(job)},
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        pass
+
+
+def _patch_mongomock() -> None:
+    """Beanie 2 calls list_collection_names(authorizedCollections=..., nameOnly=...),
+    which mongomock rejects; drop the options it does not know."""
+    import mongomock.database
+
+    original = mongomock.database.Database.list_collection_names
+    if getattr(original, "_beanie_patched", False):
+        return
+
+    def list_collection_names(self, filter=None, session=None, **_ignored):
+        return original(self, filter=filter, session=session)
+
+    list_collection_names._beanie_patched = True
+    mongomock.database.Database.list_collection_names = list_collection_names
+
+
+def mongo_client(uri: str | None):
+    """A client for MONGO_URI, or an in-memory one when it is unset."""
+    if uri:
+        # majority writes and retryable writes: a replica set loses no acknowledged job record
+        return pymongo.AsyncMongoClient(
+            uri, w="majority", retryWrites=True, tz_aware=True, serverSelectionTimeoutMS=5000
+        )
+    from mongomock_motor import AsyncMongoMockClient
+
+    _patch_mongomock()
+    log.warning("MONGO_URI is not set: users and job history live in memory and "
+                "are lost when the process stops")
+    return AsyncMongoMockClient(tz_aware=True)
+
+
+async def open_store(uri: str | None, db_name: str):
+    client = mongo_client(uri)
+    await init_beanie(database=client[db_name], document_models=[User, Job])
+    return client
+
+
+async def ping(client) -> None:
+    await client.admin.command("ping")

@@ -1,0 +1,37 @@
+"""The operational endpoints: liveness, readiness, metrics."""
+
+from tests.support import free_port
+
+
+def test_healthz_answers_while_up(app_client):
+    assert app_client.get("/healthz").status_code == 200
+
+
+def test_readyz_is_ready_when_both_stores_answer(app_client):
+    r = app_client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["status"] == "ready"
+
+
+def test_readyz_names_redis_when_it_is_gone(settings_factory):
+    from starlette.testclient import TestClient
+
+    from graph.app import create_app
+
+    settings = settings_factory()
+    with TestClient(create_app(settings)) as client:
+        services = client.app.state.services
+        # point the client at a port where nothing listens
+        from engine import connection
+
+        services.redis = connection.client(f"redis://127.0.0.1:{free_port()}/0")
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["failing"] == ["redis"]
+
+
+def test_metrics_are_prometheus_text(app_client):
+    r = app_client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    assert "# TYPE" in r.text
