@@ -98,7 +98,7 @@ class Mutation:
         uid = await ctx.user_id()
         if not items:
             return []
-        jobs = await ctx.jobs.enqueue(uid, [(i.request_data, i.idempotency_key) for i in items])
+        jobs = await ctx.jobs.enqueue(uid, [(i.request_data, i.idempotency_key or None) for i in items])
         return [Job.of(j) for j in jobs]
 
     @strawberry.mutation

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import threading
 
 from engine import connection, logs
 from engine.keys import Keys
@@ -76,6 +78,12 @@ def main(argv=None) -> None:
         start_http_server(settings.metrics_port)
     worker = build_worker(settings, url, handler, burst=args.burst)
     asyncio.run(serve(worker))
+    if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
+        # A sync handler is still running in a thread past the grace period; its
+        # job was handed back. Python would wait for the thread at exit: don't.
+        log.warning("abandoning handler threads still running; their jobs were handed back")
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,68 @@
+"""Handlers for the tests: they log what they do to Redis so tests can check
+order, overlap and attempts across worker processes.
+
+The request data is JSON: {"u": user label, "i": index, "sleep": seconds,
+"fail": number of attempts that raise first}. Each attempt appends a "start"
+and (unless the process dies) an "end" entry to `<QUEUE_PREFIX>:log`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import redis as redis_sync
+
+_client = None
+
+
+def _redis():
+    global _client
+    if _client is None:
+        _client = redis_sync.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    return _client
+
+
+def log_key(prefix: str) -> str:
+    return f"{prefix}:log"
+
+
+def _log(kind: str, d: dict) -> None:
+    entry = {"ev": kind, "u": d.get("u"), "i": d.get("i"), "t": time.time(), "pid": os.getpid()}
+    _redis().rpush(log_key(os.environ["QUEUE_PREFIX"]), json.dumps(entry))
+
+
+def record(data: str) -> str:
+    """Sync handler (runs in a thread)."""
+    d = json.loads(data)
+    _log("start", d)
+    attempt = _redis().incr(f"{os.environ['QUEUE_PREFIX']}:attempt:{d.get('u')}:{d.get('i')}")
+    time.sleep(d.get("sleep", 0))
+    if attempt <= d.get("fail", 0):
+        _log("fail", d)
+        raise RuntimeError(f"planned failure {attempt}")
+    _log("end", d)
+    return f"done {d.get('u')}-{d.get('i')}"
+
+
+async def record_async(data: str) -> str:
+    d = json.loads(data)
+    _log("start", d)
+    await asyncio.sleep(d.get("sleep", 0))
+    _log("end", d)
+    return f"done {d.get('u')}-{d.get('i')}"
+
+
+def read_log(client, prefix: str) -> list[dict]:
+    return [json.loads(x) for x in client.lrange(log_key(prefix), 0, -1)]
+
+
+async def never_returns(data: str) -> str:
+    await asyncio.sleep(3600)
+    return data
+
+
+def returns_number(data: str):
+    return 42
