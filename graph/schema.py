@@ -19,6 +19,7 @@ from engine.settings import Settings
 
 from .context import Context
 from .errors import ErrorCodes
+from .metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
 from .types import (
     AuthPayload,
     EnqueueInput,
@@ -90,6 +91,7 @@ class Mutation:
     ) -> Job:
         ctx = info.context
         [job] = await ctx.jobs.enqueue(await ctx.user_id(), [(request_data, idempotency_key or None)])
+        ENQUEUED.inc()
         return Job.of(job)
 
     @strawberry.mutation
@@ -99,6 +101,7 @@ class Mutation:
         if not items:
             return []
         jobs = await ctx.jobs.enqueue(uid, [(i.request_data, i.idempotency_key or None) for i in items])
+        ENQUEUED.inc(len(jobs))
         return [Job.of(j) for j in jobs]
 
     @strawberry.mutation
@@ -125,8 +128,12 @@ class Subscription:
     ) -> AsyncGenerator[ProcessedEvent, None]:
         ctx = info.context
         uid = await ctx.user_id()
-        async for cursor, record in ctx.services.hub.listen(uid, after or None):
-            yield ProcessedEvent(cursor=cursor, job=Job.of(record))
+        SUBSCRIPTIONS.inc()
+        try:
+            async for cursor, record in ctx.services.hub.listen(uid, after or None):
+                yield ProcessedEvent(cursor=cursor, job=Job.of(record))
+        finally:
+            SUBSCRIPTIONS.dec()
 
 
 class Schema(strawberry.Schema):
@@ -137,6 +144,7 @@ class Schema(strawberry.Schema):
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     extensions = [
+        OperationMetrics,  # first: it sees the codes ErrorCodes assigns
         ErrorCodes(suggestions=settings.graphql_introspection),
         MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         ParserCache(maxsize=1000),

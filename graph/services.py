@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from engine.keys import Keys
 from engine.queue import Queue, RetryPolicy
 from engine.settings import Settings
 
-from . import store
+from . import metrics, store
 from .accounts import Accounts
 from .archiver import Archiver
 from .auth import Tokens
@@ -71,6 +72,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         hub.on_event(archiver.wake)
         archiver.start()
         stack.push_async_callback(archiver.stop)
+
+        sampler = asyncio.create_task(metrics.sample_queue(queue))
+        stack.callback(sampler.cancel)
 
         tokens = Tokens(settings.jwt_secret, settings.jwt_ttl_seconds, settings.jwt_leeway_seconds)
         accounts = Accounts(tokens, redis, settings)

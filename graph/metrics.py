@@ -1,0 +1,71 @@
+"""The API's Prometheus metrics (served at /metrics).
+
+Workers count their own attempts (see workers/metrics.py, on METRICS_PORT);
+the queue's shape (waiting users, running jobs, archive backlog) is read
+from Redis here every few seconds, so any one API process can report it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Gauge
+from redis.exceptions import RedisError
+from strawberry.extensions import SchemaExtension
+
+from engine.keys import Keys
+from engine.queue import Queue
+
+log = logging.getLogger(__name__)
+
+OPERATIONS = Counter(
+    "graphql_operations_total", "GraphQL operations by name, type and outcome code",
+    ["operation", "type", "code"],
+)
+ENQUEUED = Counter("queue_jobs_enqueued_total", "Jobs created by enqueue and enqueueMany")
+SUBSCRIPTIONS = Gauge("graphql_active_subscriptions", "Live `processed` subscriptions")
+USERS_WAITING = Gauge("queue_users_waiting", "Users with jobs waiting (in rotation or back-off)")
+JOBS_RUNNING = Gauge("queue_jobs_running", "Jobs held under a lease by a worker")
+ARCHIVE_BACKLOG = Gauge("queue_archive_backlog", "Job changes not yet stored in MongoDB")
+
+SAMPLE_SECONDS = 5.0
+
+
+class OperationMetrics(SchemaExtension):
+    """Count each operation with the contract code of its first error, or OK."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        ctx = self.execution_context
+        result = ctx.result
+        errors = getattr(result, "errors", None) or []
+        code = "OK"
+        if errors:
+            code = (errors[0].extensions or {}).get("code", "INTERNAL_SERVER_ERROR")
+        op_type = ctx.operation_type.value if ctx.operation_type else "unknown"
+        OPERATIONS.labels(ctx.operation_name or "anonymous", op_type, code).inc()
+
+
+async def sample_queue(queue: Queue) -> None:
+    """Refresh the queue gauges from Redis, forever."""
+    while True:
+        try:
+            waiting = running = backlog = 0
+            for base in queue.keys.all_bases():
+                async with queue.redis.pipeline(transaction=False) as pipe:
+                    pipe.llen(Keys.shard(base, "rot"))
+                    pipe.zcard(Keys.shard(base, "delayed"))
+                    pipe.zcard(Keys.shard(base, "leases"))
+                    pipe.llen(Keys.shard(base, "archive"))
+                    rot, delayed, leases, archive = await pipe.execute()
+                waiting += rot + delayed
+                running += leases
+                backlog += archive
+            USERS_WAITING.set(waiting)
+            JOBS_RUNNING.set(running)
+            ARCHIVE_BACKLOG.set(backlog)
+        except (RedisError, OSError) as exc:
+            log.debug("metrics sample skipped: %s", exc)
+        await asyncio.sleep(SAMPLE_SECONDS)
