@@ -41,16 +41,17 @@ class JobRecord:
     finished_at: datetime | None = None
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
-    version: int = 1
+    version: int = 0
 
     @classmethod
-    def from_fields(cls, f: dict) -> "JobRecord":
-        """From a Redis hash (HGETALL) or its JSON copy in an event."""
+    def from_fields(cls, f: dict, job_id: str | None = None) -> "JobRecord":
+        """From a Redis hash (HGETALL) or its JSON copy in an event. A waiting
+        job's hash omits id, status, attempts and version (see _lib.lua)."""
         return cls(
-            id=f["id"],
+            id=f.get("id") or job_id,
             user_id=f["uid"],
             request_data=f.get("data", ""),
-            status=JobStatus(f["status"]),
+            status=JobStatus(f.get("status", "QUEUED")),
             attempts=int(f.get("attempts", 0)),
             created_at=ms_to_datetime(f["created"]),
             processed_data=f.get("result"),
@@ -60,7 +61,7 @@ class JobRecord:
             finished_at=ms_to_datetime(f.get("finished")),
             dequeued_at=ms_to_datetime(f.get("dequeued")),
             idempotency_key=f.get("idem"),
-            version=int(f.get("v", 1)),
+            version=int(f.get("v", 0)),
         )
 
     @classmethod

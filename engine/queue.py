@@ -101,7 +101,7 @@ class Queue:
         fields = await self.redis.hgetall(Keys.job(self.keys.user_base(uid), jid))
         if not fields or fields.get("uid") != uid:
             return None
-        return JobRecord.from_fields(fields)
+        return JobRecord.from_fields(fields, jid)
 
     async def get_many(self, uid: str, jids: list[str]) -> dict[str, JobRecord]:
         base = self.keys.user_base(uid)
@@ -110,7 +110,8 @@ class Queue:
                 pipe.hgetall(Keys.job(base, jid))
             rows = await pipe.execute()
         return {
-            f["id"]: JobRecord.from_fields(f) for f in rows if f and f.get("uid") == uid
+            jid: JobRecord.from_fields(f, jid) for jid, f in zip(jids, rows)
+            if f and f.get("uid") == uid
         }
 
     async def cancel(self, uid: str, jid: str) -> JobRecord | None:
@@ -204,7 +205,7 @@ class Queue:
             for jid in jids:
                 pipe.hgetall(Keys.job(base, jid))
             rows = await pipe.execute()
-        found = [JobRecord.from_fields(f) for f in rows if f]
+        found = [JobRecord.from_fields(f, jid) for jid, f in zip(jids, rows) if f]
         gone = set(jids) - {r.id for r in found}
         for m in members:  # records that expired before they were archived
             if m.split(":", 1)[1] in gone:
@@ -212,11 +213,16 @@ class Queue:
         return found
 
     async def mark_archived(
-        self, base: str, job: JobRecord, result_ttl: int, finished_retention: int
+        self, base: str, jobs: list[JobRecord], result_ttl: int, finished_retention: int
     ) -> None:
-        await self._run(
-            "archived", base, job.user_id, job.id, job.version, result_ttl, finished_retention
-        )
+        """These versions are in MongoDB now (one pipelined script call each)."""
+        script = self._scripts["archived"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job in jobs:
+                await script(keys=[base], client=pipe,
+                             args=[job.user_id, job.id, job.version, result_ttl,
+                                   finished_retention])
+            await pipe.execute()
 
     # ---- events ----
 

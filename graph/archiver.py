@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from engine.queue import Queue
 
-from .store import save_job_snapshot
+from .store import save_job_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class Archiver:
         self.result_ttl = result_ttl
         self.finished_retention = finished_retention
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
 
     def wake(self, *_ignored) -> None:
@@ -46,6 +47,11 @@ class Archiver:
         except Exception as exc:
             log.warning("final archive pass skipped: %s", exc)
 
+    async def flush(self) -> None:
+        """Archive what is listed now, sharing a pass already under way."""
+        async with self._lock:
+            await self.run_once()
+
     async def run_once(self) -> int:
         done = 0
         for base in self.queue.keys.all_bases():
@@ -53,11 +59,9 @@ class Archiver:
                 batch = await self.queue.archive_batch(base)
                 if not batch:
                     break
-                for job in batch:
-                    await save_job_snapshot(job)
-                    await self.queue.mark_archived(
-                        base, job, self.result_ttl, self.finished_retention
-                    )
+                await save_job_snapshots(batch)
+                await self.queue.mark_archived(
+                    base, batch, self.result_ttl, self.finished_retention)
                 done += len(batch)
         return done
 
@@ -69,7 +73,7 @@ class Archiver:
                 pass
             self._wake.clear()
             try:
-                await self.run_once()
+                await self.flush()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:

@@ -23,7 +23,8 @@ class Context:
 
     @cached_property
     def jobs(self) -> Jobs:
-        return Jobs(self.services.queue, self.services.hub, self.services.settings)
+        s = self.services
+        return Jobs(s.queue, s.hub, s.archiver, s.settings)
 
     @property
     def client_address(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
@@ -16,7 +15,8 @@ from engine.settings import Settings
 
 from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
 from .events import EventHub
-from .store import Job, save_job_snapshot
+from .archiver import Archiver
+from .store import Job
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,11 @@ def decode_cursor(cursor: str) -> str:
 
 
 class Jobs:
-    def __init__(self, queue: engine.Queue, hub: EventHub, settings: Settings):
+    def __init__(self, queue: engine.Queue, hub: EventHub, archiver: Archiver,
+                 settings: Settings):
         self.queue = queue
         self.hub = hub
+        self.archiver = archiver
         self.settings = settings
 
     # ---- enqueue ----
@@ -72,7 +74,11 @@ class Jobs:
             raise RateLimited(f"more than {limit} jobs a minute (QUEUE_ENQUEUE_RATE_PER_MINUTE)")
 
     async def enqueue(self, uid: str, items: list[tuple[str, str | None]]) -> list[JobRecord]:
-        """Store the items in order, all or none; idempotency keys return earlier jobs."""
+        """Store the items in order, all or none; idempotency keys return earlier jobs.
+
+        One Redis script stores them (Redis is the queue's durable store: run it
+        with AOF); their MongoDB records follow through the archiver, in bulk
+        and off the request path. `jobs` flushes those records before reading."""
         batch = len(items) > 1
         if len(items) > self.settings.queue_max_batch:
             raise BadUserInput(f"at most {self.settings.queue_max_batch} items (QUEUE_MAX_BATCH)")
@@ -99,16 +105,8 @@ class Jobs:
                 if earlier is None:
                     raise NotFound(f"job {result.job_id} of this idempotencyKey is gone")
                 jobs.append(earlier)
-        await self._record([j for j, r in zip(jobs, placed) if r.created])
+        self.archiver.wake()
         return jobs
-
-    async def _record(self, jobs: list[JobRecord]) -> None:
-        """History in MongoDB. The job is already durable in Redis: if MongoDB
-        fails here, the archiver writes the record when the job finishes."""
-        try:
-            await asyncio.gather(*(save_job_snapshot(j) for j in jobs))
-        except Exception:
-            log.exception("could not record %d new job(s) in MongoDB; the archiver will", len(jobs))
 
     # ---- reading ----
 
@@ -123,6 +121,7 @@ class Jobs:
         """Newest first. MongoDB has the history; Redis overlays the live state."""
         if not 0 <= first <= MAX_PAGE:
             raise BadUserInput(f"first must be between 0 and {MAX_PAGE}", argument="first")
+        await self.archiver.flush()  # read your own writes: records of new jobs
         query = [Job.user_id == uid]
         if after:
             query.append(Job.id < decode_cursor(after))

@@ -14,8 +14,8 @@ from datetime import datetime
 import pymongo
 from beanie import Document, init_beanie
 from pydantic import Field
-from pymongo import IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo import IndexModel, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from engine.jobs import JobRecord, JobStatus
 
@@ -48,7 +48,7 @@ class Job(Document):
     finished_at: datetime | None = None
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
-    version: int = 1  # the Redis record's version; older snapshots never overwrite newer
+    version: int = 0  # the Redis record's version; older snapshots never overwrite newer
 
     class Settings:
         name = "jobs"
@@ -85,38 +85,49 @@ class Job(Document):
         )
 
 
-async def save_job_snapshot(job: JobRecord) -> None:
-    """Upsert a job's state unless MongoDB already holds a newer version.
+async def save_job_snapshots(jobs: list[JobRecord]) -> None:
+    """Upsert jobs' states unless MongoDB already holds newer versions.
 
-    Idempotent and safe under concurrent archivers: the filter only matches
+    Idempotent and safe under concurrent archivers: each filter only matches
     an older version; when the record exists at the same or a newer version,
     the upsert's insert hits the unique _id and is ignored.
     """
-    collection = Job.get_pymongo_collection()
+    if not jobs:
+        return
+    ops = [
+        UpdateOne({"_id": j.id, "version": {"$lt": j.version}},
+                  {"$set": Job.fields_of(j)}, upsert=True)
+        for j in jobs
+    ]
     try:
-        await collection.update_one(
-            {"_id": job.id, "version": {"$lt": job.version}},
-            {"$set": Job.fields_of(job)},
-            upsert=True,
-        )
-    except DuplicateKeyError:
-        pass
+        await Job.get_pymongo_collection().bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+        if others:
+            raise
 
 
 def _patch_mongomock() -> None:
-    """Beanie 2 calls list_collection_names(authorizedCollections=..., nameOnly=...),
-    which mongomock rejects; drop the options it does not know."""
+    """mongomock lags the pymongo that Beanie 2 needs: Beanie calls
+    list_collection_names(authorizedCollections=..., nameOnly=...), and pymongo's
+    UpdateOne passes sort= to bulk writes. Drop the options mongomock does not know."""
+    import mongomock.collection
     import mongomock.database
 
-    original = mongomock.database.Database.list_collection_names
-    if getattr(original, "_beanie_patched", False):
+    if getattr(mongomock.database.Database, "_patched_for_beanie", False):
         return
+    list_names = mongomock.database.Database.list_collection_names
+    add_update = mongomock.collection.BulkOperationBuilder.add_update
 
     def list_collection_names(self, filter=None, session=None, **_ignored):
-        return original(self, filter=filter, session=session)
+        return list_names(self, filter=filter, session=session)
 
-    list_collection_names._beanie_patched = True
+    def add_update_without_sort(self, *args, sort=None, **kwargs):
+        return add_update(self, *args, **kwargs)
+
     mongomock.database.Database.list_collection_names = list_collection_names
+    mongomock.collection.BulkOperationBuilder.add_update = add_update_without_sort
+    mongomock.database.Database._patched_for_beanie = True
 
 
 def mongo_client(uri: str | None):

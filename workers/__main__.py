@@ -61,6 +61,15 @@ async def serve(worker: Worker) -> None:
         await worker.blocking_redis.aclose()
 
 
+def _loop_factory():
+    """uvloop when installed (it comes with uvicorn[standard]): a faster event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     overrides = {}
@@ -77,7 +86,8 @@ def main(argv=None) -> None:
 
         start_http_server(settings.metrics_port)
     worker = build_worker(settings, url, handler, burst=args.burst)
-    asyncio.run(serve(worker))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(worker))
     if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler is still running in a thread past the grace period; its
         # job was handed back. Python would wait for the thread at exit: don't.

@@ -18,9 +18,11 @@ local function signal()
   redis.call('LTRIM', base .. ':signal', 0, 63)
 end
 
+-- A queued job's hash holds only uid, data and created (memory per waiting
+-- job); the other fields start at these defaults and are written on change.
 local function job_table(jid)
   local flat = redis.call('HGETALL', jkey(jid))
-  local t = {}
+  local t = {id = jid, status = 'QUEUED', attempts = '0', v = '0'}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
@@ -36,18 +38,19 @@ local function touch(uid, jid)
 end
 
 -- A user with nothing running goes to the back of the rotation if work waits.
-local function schedule(uid)
+-- quiet: the caller claims right after and signals only if work is left over.
+local function schedule(uid, quiet)
   if redis.call('LLEN', ukey(uid, 'pending')) > 0 then
     redis.call('SET', ukey(uid, 'state'), 'r')
     redis.call('RPUSH', base .. ':rot', uid)
-    signal()
+    if not quiet then signal() end
   else
     redis.call('DEL', ukey(uid, 'state'))
   end
 end
 
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
-local function finish_terminal(uid, jid, status, field, value, t, keep)
+local function finish_terminal(uid, jid, status, field, value, t, keep, quiet)
   local jk = jkey(jid)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
@@ -57,17 +60,17 @@ local function finish_terminal(uid, jid, status, field, value, t, keep)
   local body = job_json(jid)
   local cursor = redis.call('XADD', ukey(uid, 'events'), 'MAXLEN', '~', keep, '*', 'j', body)
   redis.call('XADD', base .. ':events', 'MAXLEN', '~', 10000, '*', 'u', uid, 'c', cursor, 'j', body)
-  schedule(uid)
+  schedule(uid, quiet)
   return cursor
 end
 
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
-local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, keep)
+local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, keep, quiet)
   local jk = jkey(jid)
   local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
   if attempts >= max_attempts then
-    finish_terminal(uid, jid, 'FAILED', 'error', err, t, keep)
+    finish_terminal(uid, jid, 'FAILED', 'error', err, t, keep, quiet)
     return 'failed'
   end
   local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
@@ -77,7 +80,7 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, kee
   redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
   redis.call('LPUSH', ukey(uid, 'pending'), jid)
   if delay <= 0 then
-    schedule(uid)
+    schedule(uid, quiet)
   else
     redis.call('SET', ukey(uid, 'state'), 'd')
     redis.call('ZADD', base .. ':delayed', t + delay, uid)

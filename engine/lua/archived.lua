@@ -5,6 +5,7 @@ local uid, jid, v = ARGV[1], ARGV[2], ARGV[3]
 local jk = jkey(jid)
 redis.call('LREM', base .. ':archive', 1, uid .. ':' .. jid)
 local cur, status, dequeued = unpack(redis.call('HMGET', jk, 'v', 'status', 'dequeued'))
+cur = cur or '0'
 -- a later change pushed its own archive entry; that one will expire the record
 if cur ~= v then return 0 end
 if status == 'CANCELLED' or dequeued then

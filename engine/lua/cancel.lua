@@ -4,6 +4,7 @@ local uid, jid = ARGV[1], ARGV[2]
 local jk = jkey(jid)
 local owner, status = unpack(redis.call('HMGET', jk, 'uid', 'status'))
 if owner ~= uid then return {'missing'} end
+status = status or 'QUEUED'
 if status ~= 'QUEUED' then return {'conflict', status} end
 local pending = ukey(uid, 'pending')
 local was_head = redis.call('LINDEX', pending, 0) == jid

@@ -34,8 +34,7 @@ for i = 0, n - 1 do
     out[#out + 1] = result[i + 1]
     out[#out + 1] = 0
   else
-    local fields = {'id', jid, 'uid', uid, 'data', data, 'status', 'QUEUED',
-                    'attempts', 0, 'created', t, 'v', 1}
+    local fields = {'uid', uid, 'data', data, 'created', t}
     if key ~= '' then
       fields[#fields + 1] = 'idem'
       fields[#fields + 1] = key
@@ -43,6 +42,7 @@ for i = 0, n - 1 do
     end
     redis.call('HSET', jkey(jid), unpack(fields))
     redis.call('RPUSH', ukey(uid, 'pending'), jid)
+    redis.call('RPUSH', base .. ':archive', uid .. ':' .. jid)  -- its MongoDB record
     out[#out + 1] = jid
     out[#out + 1] = 1
   end

@@ -10,11 +10,16 @@ local verdict
 local jk = jkey(jid)
 if redis.call('HGET', jk, 'token') ~= token or redis.call('HGET', jk, 'status') ~= 'PROCESSING' then
   verdict = 'stale'
-elseif outcome == 'ok' then
-  finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, keep)
-  verdict = 'completed'
 else
-  verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, keep)
+  local quiet = tonumber(ARGV[9]) > 0
+  if outcome == 'ok' then
+    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, keep, quiet)
+    verdict = 'completed'
+  else
+    verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, keep, quiet)
+  end
 end
 local jobs = claim(tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11]), t)
+-- users left in the rotation after our own claim: wake another worker for them
+if redis.call('LLEN', base .. ':rot') > 0 then signal() end
 return {verdict, next_due_in(t), unpack(jobs)}
