@@ -215,14 +215,11 @@ class Queue:
     async def mark_archived(
         self, base: str, jobs: list[JobRecord], result_ttl: int, finished_retention: int
     ) -> None:
-        """These versions are in MongoDB now (one pipelined script call each)."""
-        script = self._scripts["archived"]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job in jobs:
-                await script(keys=[base], client=pipe,
-                             args=[job.user_id, job.id, job.version, result_ttl,
-                                   finished_retention])
-            await pipe.execute()
+        """These versions are in MongoDB now: one script call for the batch."""
+        args: list = [result_ttl, finished_retention]
+        for job in jobs:
+            args += [job.user_id, job.id, job.version]
+        await self._run("archived", base, *args)
 
     # ---- events ----
 

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     mongo_uri: str | None = None
     mongo_db: str = "queue"
     redis_url: str | None = None
+    # Redis Cluster: REDIS_URL names seed node(s), comma-separated; the same as a
+    # `redis+cluster://` URL, to which the scheme is rewritten (engine/connection.py)
+    redis_cluster: bool = False
     data_dir: str = ".queue"  # where the embedded Redis keeps its socket and files
 
     # accounts
@@ -65,6 +68,16 @@ class Settings(BaseSettings):
     queue_finished_retention_seconds: int = Field(3600, ge=0)  # after dequeue and archive
 
     metrics_port: int | None = None  # a worker's own /metrics port; unset: none
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> "Settings":
+        if self.redis_cluster:
+            if not self.redis_url:
+                raise ValueError("REDIS_CLUSTER needs REDIS_URL (the embedded Redis is one node)")
+            from .connection import as_cluster_url
+
+            self.redis_url = as_cluster_url(self.redis_url)
+        return self
 
     @model_validator(mode="after")
     def _production_is_strict(self) -> "Settings":

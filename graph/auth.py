@@ -16,7 +16,7 @@ from .errors import BadUserInput, Unauthenticated
 
 log = logging.getLogger(__name__)
 
-USERNAME = re.compile(r"^[A-Za-z0-9_.\-]{3,64}$")
+USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,64}")  # used with fullmatch: `$` would allow "name\n"
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 ALGORITHM = "HS256"
 
@@ -26,7 +26,7 @@ _DUMMY_HASH = _passwords.hash("not a real password, only for timing")
 
 
 def check_credentials_shape(username: str, password: str) -> None:
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise BadUserInput(
             "username must be 3 to 64 characters from A-Z a-z 0-9 _ . -", field="username"
         )
@@ -85,9 +85,15 @@ class Tokens:
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid token") from None
         now = datetime.now(timezone.utc).timestamp()
-        if not isinstance(claims["sub"], str) or claims["iat"] > now + self.leeway:
+        # pyjwt accepts numbers sent as strings ("exp": "99999999999"); a NumericDate is a number
+        if (not isinstance(claims["sub"], str) or not _numeric(claims["exp"])
+                or not _numeric(claims["iat"]) or claims["iat"] > now + self.leeway):
             raise Unauthenticated("invalid token")
         return claims["sub"]
+
+
+def _numeric(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def bearer(value: str | None) -> str | None:

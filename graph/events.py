@@ -23,6 +23,7 @@ from typing import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from engine import connection
 from engine.jobs import JobRecord
 from engine.keys import Keys
 from engine.queue import Queue
@@ -68,6 +69,8 @@ class EventHub:
     # ---- lifecycle ----
 
     async def start(self) -> None:
+        await connection.ready(self.queue.redis)  # a cluster's slots, before concurrent calls
+        await connection.ready(self.redis)
         for base in self.queue.keys.all_bases():
             stream = Keys.shard(base, "events")
             last = await self.queue.redis.xrevrange(stream, count=1)

@@ -6,7 +6,9 @@ How the loop goes:
 - a slot runs its job, then records the outcome and claims its next job in the
   same Redis call (`finish.lua`), so a busy worker costs one round trip a job;
 - with nothing to claim, the dispatcher blocks on the shards' signal lists
-  (BLPOP) until an enqueue, a finish or a retry falls due: no polling;
+  (BLPOP) until an enqueue, a finish or a retry falls due: no polling. On a
+  Redis Cluster one BLPOP cannot span shards (they are different slots), so
+  there is one BLPOP per shard (`ShardSignals`);
 - a maintenance task pushes the leases of running jobs forward and reclaims
   the expired leases of dead workers.
 
@@ -36,9 +38,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
 
+from engine import connection
 from engine.jobs import Claimed
 from engine.keys import Keys
 from engine.logs import log_context
@@ -49,6 +53,72 @@ from . import metrics
 log = logging.getLogger("workers")
 
 MAX_ERROR_CHARS = 2000
+
+
+class ShardSignals:
+    """Cluster mode: wait on every shard's signal list, one BLPOP each.
+
+    A BLPOP's keys must share a slot on a cluster, and each shard is a slot of
+    its own. The BLPOPs are never cancelled: redis-py's cluster client can
+    hand a connection cut mid-handshake back to its pool, so a blocked call is
+    left to run out its short timeout instead. One still in flight when the
+    worker wakes serves its next wait; one that pops a token while the worker
+    is not waiting (`park`: every slot busy, or stopping) pushes the token
+    back for an idle worker.
+    """
+
+    BLOCK_SECONDS = 2
+
+    def __init__(self, redis: RedisCluster, keys: list[str]):
+        self.redis = redis
+        self.keys = keys
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._parked = True
+
+    async def _pop(self, key: str) -> bool:
+        got = await self.redis.blpop([key], self.BLOCK_SECONDS)
+        if got and self._parked:
+            await self.redis.lpush(key, "1")  # not ours to use: leave it to an idle worker
+            return False
+        return bool(got)
+
+    async def wait(self, timeout: float) -> bool:
+        """Until a shard signals (True) or `timeout` passes (False)."""
+        self._parked = False
+        deadline = time.monotonic() + timeout
+        while True:
+            for key in self.keys:
+                if key not in self._tasks:
+                    self._tasks[key] = asyncio.create_task(self._pop(key))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.wait(
+                self._tasks.values(), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            woke = False
+            for key, task in list(self._tasks.items()):
+                if not task.done():
+                    continue
+                del self._tasks[key]
+                try:
+                    woke = task.result() or woke
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    raise  # the dispatcher backs off and retries
+                except Exception as exc:  # e.g. a redis-py cluster race: claim, then wait again
+                    log.warning("waiting on %s failed: %r", key, exc)
+                    await asyncio.sleep(0.1)
+                    woke = True
+            if woke:
+                return True
+
+    def park(self) -> None:
+        self._parked = True
+
+    async def close(self) -> None:
+        self._parked = True
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)  # done within BLOCK_SECONDS
 
 
 @dataclass
@@ -74,6 +144,11 @@ class Worker:
         self.owner = uuid.uuid4().hex[:12]
         # BLPOP holds a connection while it waits: give it its own client
         self.blocking_redis = blocking_redis or queue.redis
+        self._signals = None
+        if isinstance(self.blocking_redis, RedisCluster):
+            self._signals = ShardSignals(
+                self.blocking_redis,
+                [Keys.shard(b, "signal") for b in queue.keys.all_bases()])
         self._is_async = inspect.iscoroutinefunction(handler)
         self._threads = ThreadPoolExecutor(
             max_workers=config.concurrency, thread_name_prefix="handler"
@@ -83,6 +158,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._due_at = float("inf")  # monotonic time the next retry falls due
         self._shard = 0
+        self._spread = queue.keys.shards > 1
         self.completed = 0
 
     # ---- lifecycle ----
@@ -99,11 +175,15 @@ class Worker:
             "worker %s started: concurrency %d, %d shard(s)",
             self.owner, self.config.concurrency, self.queue.keys.shards,
         )
+        for redis in {id(r): r for r in (self.queue.redis, self.blocking_redis)}.values():
+            await connection.ready(redis)  # a cluster's slots, before concurrent calls
         maintenance = asyncio.create_task(self._maintain())
         try:
             await self._dispatch()
         finally:
             await self._drain()
+            if self._signals is not None:
+                await self._signals.close()
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             self._threads.shutdown(wait=False, cancel_futures=True)
@@ -149,6 +229,20 @@ class Worker:
         self._shard = (self._shard + 1) % len(bases)
         return claimed
 
+    async def _claim_next(self) -> Claimed | None:
+        """One job for a slot that just finished, from the next shard with work."""
+        bases = self.queue.keys.all_bases()
+        try:
+            for _ in range(len(bases)):
+                base = bases[self._shard]
+                self._shard = (self._shard + 1) % len(bases)
+                batch = await self.queue.claim(base, 1, self.owner, self.config.lease_seconds)
+                if batch.jobs:
+                    return batch.jobs[0]
+        except RedisError as exc:  # the dispatcher claims once Redis is back
+            log.warning("claim after finish failed: %s", exc)
+        return None
+
     def _block_timeout(self) -> float:
         """Block at most until a retry falls due or maintenance is due."""
         until_due = self._due_at - time.monotonic()
@@ -158,7 +252,9 @@ class Worker:
         """Until a signal from Redis (when timeout is set), a freed slot, or stop."""
         self._wake.clear()
         waiters = [asyncio.create_task(self._wake.wait())]
-        if timeout is not None:
+        if timeout is not None and self._signals is not None:
+            waiters.append(asyncio.create_task(self._signals.wait(timeout)))
+        elif timeout is not None:
             signals = [Keys.shard(b, "signal") for b in self.queue.keys.all_bases()]
             waiters.append(asyncio.create_task(self.blocking_redis.blpop(signals, timeout)))
         try:
@@ -166,6 +262,8 @@ class Worker:
             for task in done:
                 task.result()  # surface a Redis error to the dispatcher
         finally:
+            if self._signals is not None:
+                self._signals.park()
             for task in waiters:
                 task.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
@@ -202,17 +300,23 @@ class Worker:
             self._running[task] = job
             ok, value = await self._execute(job)
             self._running[task] = None  # the outcome is being recorded: nothing to hand back
-            claim_n = 0 if self._stopping.is_set() else 1
+            # One shard: the finish claims the next job in the same round trip.
+            # Several: the next job comes from the next shard in turn, or a slot
+            # would keep serving its own shard while users of others wait.
+            claim_n = 0 if self._stopping.is_set() or self._spread else 1
             batch = await self._finish(job, ok, value, claim_n)
             job = batch.jobs[0] if batch and batch.jobs else None
             if batch is not None:
                 self._note_due(batch)
+                if self._spread and not self._stopping.is_set():
+                    job = await self._claim_next()
 
     async def _execute(self, job: Claimed) -> tuple[bool, str]:
         token = log_context.set({"job_id": job.job_id, "user_id": job.user_id})
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(self._call(job.data), self.config.job_timeout_seconds)
+            async with asyncio.timeout(self.config.job_timeout_seconds):  # no extra task
+                result = await self._call(job.data)
             if not isinstance(result, str):
                 raise TypeError(f"handler returned {type(result).__name__}, not str")
             outcome = (True, result)
