@@ -6,9 +6,8 @@ How the loop goes:
 - a slot runs its job, then records the outcome and claims its next job in the
   same Redis call (`finish.lua`), so a busy worker costs one round trip a job;
 - with nothing to claim, the dispatcher blocks on the shards' signal lists
-  (BLPOP) until an enqueue, a finish or a retry falls due: no polling. On a
-  Redis Cluster one BLPOP cannot span shards (they are different slots), so
-  there is one BLPOP per shard (`ShardSignals`);
+  (BLPOP, see `Signals`) until an enqueue, a finish or a retry falls due: no
+  polling;
 - a maintenance task pushes the leases of running jobs forward and reclaims
   the expired leases of dead workers.
 
@@ -55,30 +54,31 @@ log = logging.getLogger("workers")
 MAX_ERROR_CHARS = 2000
 
 
-class ShardSignals:
-    """Cluster mode: wait on every shard's signal list, one BLPOP each.
+class Signals:
+    """Waits on the shards' signal lists with BLPOPs that are never cancelled.
 
-    A BLPOP's keys must share a slot on a cluster, and each shard is a slot of
-    its own. The BLPOPs are never cancelled: redis-py's cluster client can
-    hand a connection cut mid-handshake back to its pool, so a blocked call is
-    left to run out its short timeout instead. One still in flight when the
-    worker wakes serves its next wait; one that pops a token while the worker
-    is not waiting (`park`: every slot busy, or stopping) pushes the token
-    back for an idle worker.
+    redis-py closes a connection whose command was cancelled (and its cluster
+    client may even hand a half-open one back to its pool), so cancelling a
+    BLPOP at every wake-up would cost a reconnect each time. Instead each
+    BLPOP runs out its short timeout: one still in flight when the worker
+    wakes serves its next wait, and one that pops a token while the worker is
+    not waiting (`park`: every slot busy, or stopping) pushes the token back
+    for an idle worker. On a single Redis one BLPOP watches every shard; on a
+    Cluster a BLPOP's keys must share a slot, so there is one per shard.
     """
 
     BLOCK_SECONDS = 2
 
-    def __init__(self, redis: RedisCluster, keys: list[str]):
+    def __init__(self, redis: Redis, keys: list[str], one_per_key: bool):
         self.redis = redis
-        self.keys = keys
-        self._tasks: dict[str, asyncio.Task] = {}
+        self.groups = [(k,) for k in keys] if one_per_key else [tuple(keys)]
+        self._tasks: dict[tuple, asyncio.Task] = {}
         self._parked = True
 
-    async def _pop(self, key: str) -> bool:
-        got = await self.redis.blpop([key], self.BLOCK_SECONDS)
+    async def _pop(self, keys: tuple) -> bool:
+        got = await self.redis.blpop(list(keys), self.BLOCK_SECONDS)
         if got and self._parked:
-            await self.redis.lpush(key, "1")  # not ours to use: leave it to an idle worker
+            await self.redis.lpush(got[0], "1")  # not ours to use: leave it to an idle worker
             return False
         return bool(got)
 
@@ -87,7 +87,7 @@ class ShardSignals:
         self._parked = False
         deadline = time.monotonic() + timeout
         while True:
-            for key in self.keys:
+            for key in self.groups:
                 if key not in self._tasks:
                     self._tasks[key] = asyncio.create_task(self._pop(key))
             left = deadline - time.monotonic()
@@ -115,10 +115,13 @@ class ShardSignals:
         self._parked = True
 
     async def close(self) -> None:
+        """At exit: the connections go with the client, so cancelling is fine now."""
         self._parked = True
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        await asyncio.gather(*tasks, return_exceptions=True)  # done within BLOCK_SECONDS
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @dataclass
@@ -144,11 +147,10 @@ class Worker:
         self.owner = uuid.uuid4().hex[:12]
         # BLPOP holds a connection while it waits: give it its own client
         self.blocking_redis = blocking_redis or queue.redis
-        self._signals = None
-        if isinstance(self.blocking_redis, RedisCluster):
-            self._signals = ShardSignals(
-                self.blocking_redis,
-                [Keys.shard(b, "signal") for b in queue.keys.all_bases()])
+        self._signals = Signals(
+            self.blocking_redis,
+            [Keys.shard(b, "signal") for b in queue.keys.all_bases()],
+            one_per_key=isinstance(self.blocking_redis, RedisCluster))
         self._is_async = inspect.iscoroutinefunction(handler)
         self._threads = ThreadPoolExecutor(
             max_workers=config.concurrency, thread_name_prefix="handler"
@@ -182,8 +184,7 @@ class Worker:
             await self._dispatch()
         finally:
             await self._drain()
-            if self._signals is not None:
-                await self._signals.close()
+            await self._signals.close()
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
             self._threads.shutdown(wait=False, cancel_futures=True)
@@ -252,18 +253,14 @@ class Worker:
         """Until a signal from Redis (when timeout is set), a freed slot, or stop."""
         self._wake.clear()
         waiters = [asyncio.create_task(self._wake.wait())]
-        if timeout is not None and self._signals is not None:
+        if timeout is not None:
             waiters.append(asyncio.create_task(self._signals.wait(timeout)))
-        elif timeout is not None:
-            signals = [Keys.shard(b, "signal") for b in self.queue.keys.all_bases()]
-            waiters.append(asyncio.create_task(self.blocking_redis.blpop(signals, timeout)))
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # surface a Redis error to the dispatcher
         finally:
-            if self._signals is not None:
-                self._signals.park()
+            self._signals.park()
             for task in waiters:
                 task.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
