@@ -78,6 +78,7 @@ CLUSTER_SUFFIX = "+cluster"
 # Connections per cluster node and client: a worker holds one per slot, one per
 # shard while it waits for work, and a few for maintenance.
 CLUSTER_MAX_CONNECTIONS = 1000
+SOCKET_TIMEOUT = 10.0
 CLUSTER_SOCKET_TIMEOUT = 15.0
 
 
@@ -104,6 +105,9 @@ def client(url: str, **kwargs) -> Redis | RedisCluster:
     """
     if is_cluster_url(url):
         return cluster_client(url, **kwargs)
+    # redis-py 8 reads with a 5 s socket timeout by default; our blocking reads
+    # (BLPOP 2 s, XREAD BLOCK 1 s) stay well under SOCKET_TIMEOUT.
+    kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     return Redis.from_url(url, decode_responses=True, health_check_interval=30, **kwargs)
 
 

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import signal
 
 import uvicorn
 
-from engine import logs
+from engine import logs, loop
 from engine.settings import load_settings
 
 from .app import create_app
@@ -37,7 +36,7 @@ def main(argv=None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     gc.freeze()  # start-up objects stay out of the collector's way (shorter pauses)
-    asyncio.run(server.serve())
+    loop.run(server.serve())
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ class EventHub:
         backoff = 0.1
         while True:
             try:
-                reply = await self.redis.xread({stream: last}, count=1000, block=5000)
+                # block well under the client's socket timeout (engine/connection.py)
+                reply = await self.redis.xread({stream: last}, count=1000, block=1000)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise

@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 
-from engine import connection, logs
+from engine import connection, logs, loop
 from engine.keys import Keys
 from engine.queue import Queue, RetryPolicy
 from engine.settings import Settings, load_settings
@@ -51,23 +51,14 @@ def build_worker(settings: Settings, redis_url: str, handler, burst: bool = Fals
 
 
 async def serve(worker: Worker) -> None:
-    loop = asyncio.get_running_loop()
+    event_loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        event_loop.add_signal_handler(sig, worker.stop)
     try:
         await worker.run()
     finally:
         await worker.queue.redis.aclose()
         await worker.blocking_redis.aclose()
-
-
-def _loop_factory():
-    """uvloop when installed (it comes with uvicorn[standard]): a faster event loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def main(argv=None) -> None:
@@ -86,8 +77,7 @@ def main(argv=None) -> None:
 
         start_http_server(settings.metrics_port)
     worker = build_worker(settings, url, handler, burst=args.burst)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(worker))
+    loop.run(serve(worker))
     if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler is still running in a thread past the grace period; its
         # job was handed back. Python would wait for the thread at exit: don't.
