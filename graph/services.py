@@ -21,6 +21,7 @@ from .accounts import Accounts
 from .archiver import Archiver
 from .auth import Tokens
 from .events import EventHub
+from .fanout import Renderings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Services:
     accounts: Accounts
     archiver: Archiver
     mongo: Any
-    extras: list = field(default_factory=list)  # closed last, e.g. the embedded Redis
+    renderings: Renderings = field(default_factory=Renderings)  # shared by listeners
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

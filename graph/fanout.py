@@ -1,0 +1,177 @@
+"""`processed` over graphql-transport-ws, rendered once per event, sent as is.
+
+Strawberry executes a subscription's selection set again for every listener
+and every event, then encodes the JSON again: with ten listeners of one user
+that is ten times the same work (bench/RESULTS.md, "listeners": about 300 µs
+of CPU per message, most of it there). Here a valid `processed` subscription
+skips that: each event is executed once per distinct document and variables,
+and every listener of it sends the same bytes.
+
+Anything else (other operations, documents with errors, a bad `after`, a
+missing token) goes through strawberry's own path, so errors, codes and
+limits stay exactly as they are there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from functools import lru_cache
+
+from graphql import (
+    DocumentNode,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.language import FieldNode
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import CompleteMessage
+
+from .errors import ApiError
+from .metrics import OPERATIONS, SUBSCRIPTIONS
+from .types import Job, ProcessedEvent
+
+log = logging.getLogger(__name__)
+
+RENDERED_KEEP = 4096  # recent (event, document) renderings shared by listeners
+
+
+class Plan:
+    """A validated `processed` subscription document and its variables."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode,
+                 operation: OperationDefinitionNode, variables: dict, coerced):
+        self.schema = schema
+        self.document = document
+        self.operation_name = operation.name.value if operation.name else None
+        self.variables = variables
+        field: FieldNode = operation.selection_set.selections[0]  # checked in plan_for
+        definition = schema.subscription_type.fields["processed"]
+        self.after = get_argument_values(definition, field, coerced).get("after")
+        self.key = (id(document), json.dumps(variables, sort_keys=True))
+
+    def render(self, cursor: str, record) -> str:
+        """The `payload` of a `next` message for one event, as JSON text."""
+        event = ProcessedEvent(cursor=cursor, job=Job.of(record))
+        result = execute(self.schema, self.document, root_value=event,
+                         variable_values=self.variables, operation_name=self.operation_name)
+        return json.dumps({"data": result.data}, separators=(",", ":"))
+
+
+class Renderings:
+    """The last few thousand renderings, so each is made once for all listeners."""
+
+    def __init__(self, keep: int = RENDERED_KEEP):
+        self.keep = keep
+        self._done: OrderedDict = OrderedDict()
+
+    def get(self, plan: Plan, cursor: str, record) -> str:
+        key = (cursor, plan.key)
+        text = self._done.get(key)
+        if text is None:
+            text = self._done[key] = plan.render(cursor, record)
+            if len(self._done) > self.keep:
+                self._done.popitem(last=False)
+        return text
+
+
+def _rules(strawberry_schema) -> tuple:
+    extra = []
+    for ext in strawberry_schema.extensions:
+        if isinstance(ext, AddValidationRules):
+            extra += ext.validation_rules
+    return tuple(specified_rules) + tuple(extra)
+
+
+def _max_tokens(strawberry_schema) -> int | None:
+    for ext in strawberry_schema.extensions:
+        if isinstance(ext, MaxTokensLimiter):
+            return ext.max_token_count
+    return None
+
+
+@lru_cache(maxsize=256)
+def _checked(strawberry_schema, query: str, operation_name: str | None):
+    """(document, operation) of a valid single-field `processed` subscription, or None."""
+    try:
+        document = parse(query, max_tokens=_max_tokens(strawberry_schema))
+    except Exception:
+        return None
+    schema = strawberry_schema._schema
+    if validate(schema, document, _rules(strawberry_schema)):
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    if len(operations) != 1:
+        return None
+    operation = operations[0]
+    selections = operation.selection_set.selections
+    if (operation.operation != OperationType.SUBSCRIPTION or len(selections) != 1
+            or not isinstance(selections[0], FieldNode)
+            or selections[0].name.value != "processed" or selections[0].directives):
+        return None
+    return document, operation
+
+
+def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None:
+    if not isinstance(query, str) or not (variables is None or isinstance(variables, dict)):
+        return None
+    checked = _checked(strawberry_schema, query, operation_name)
+    if checked is None:
+        return None
+    document, operation = checked
+    variables = variables or {}
+    try:
+        coerced = get_variable_values(strawberry_schema._schema,
+                                      operation.variable_definitions or [], variables)
+        if isinstance(coerced, list):  # variable errors: the standard path reports them
+            return None
+        return Plan(strawberry_schema._schema, document, operation, variables, coerced)
+    except Exception:
+        log.debug("no shared rendering for this subscription", exc_info=True)
+        return None
+
+
+class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler):
+    """graphql-transport-ws with the shared-rendering path for `processed`."""
+
+    async def run_operation(self, operation) -> None:
+        plan = plan_for(self.schema, operation.query, operation.variables,
+                        operation.operation_name)
+        if plan is None:
+            return await super().run_operation(operation)
+        context = self.context
+        hub = context.services.hub
+        renderings = context.services.renderings
+        try:  # the checks the standard path would make; it reports their errors
+            uid = await context.user_id()
+            if plan.after is not None:
+                await hub.check_cursor(uid, plan.after)
+        except ApiError:
+            return await super().run_operation(operation)
+
+        OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
+        SUBSCRIPTIONS.inc()
+        prefix = '{"id":%s,"type":"next","payload":' % json.dumps(operation.id)
+        send = self.websocket.ws.send_text
+        try:
+            async for cursor, record in hub.listen(uid, plan.after):
+                await send(prefix + renderings.get(plan, cursor, record) + "}")
+            await operation.send_operation_message(
+                CompleteMessage(id=operation.id, type="complete"))
+        except Exception as exc:  # the socket went away, or the hub failed
+            log.debug("processed subscription %s ended: %r", operation.id, exc)
+            self.operations.pop(operation.id, None)
+        finally:
+            SUBSCRIPTIONS.dec()

@@ -1,0 +1,48 @@
+"""`processed` events are rendered once and sent as the same bytes to every
+listener of a user (graph/fanout.py), with the same payload strawberry sends."""
+
+from __future__ import annotations
+
+import json
+
+from graph.fanout import plan_for
+from graph.schema import build_schema
+
+SUB = "subscription($a: String) { processed(after: $a) { cursor job { id processedData } } }"
+
+
+def test_only_valid_processed_subscriptions_take_the_shared_path():
+    schema = build_schema()
+    assert plan_for(schema, SUB, {"a": "0"}, None).after == "0"
+    assert plan_for(schema, SUB, None, None).after is None
+    assert plan_for(schema, "subscription { processed { nope } }", None, None) is None
+    assert plan_for(schema, "query { me { id } }", None, None) is None
+    assert plan_for(schema, "subscription { processed {", None, None) is None
+    assert plan_for(schema, SUB, {"a": 5}, None) is None  # a variable of the wrong type
+    deep = "subscription { processed { job { " + "id " * 3 + "} } }"
+    assert plan_for(schema, deep, None, None) is not None
+
+
+def listen(ws, token, sub_id="1"):
+    ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+    assert ws.receive_json()["type"] == "connection_ack"
+    ws.send_json({"id": sub_id, "type": "subscribe",
+                  "payload": {"query": SUB, "variables": {"a": "0"}}})
+
+
+def test_two_listeners_of_a_user_get_identical_bytes(api, app_client, workers):
+    client = api.as_user()
+    job = client.enqueue("same")
+    assert workers.run_burst("--handler", "workers.handlers:upper").returncode == 0
+    protocol = ["graphql-transport-ws"]
+    with app_client.websocket_connect("/graphql", subprotocols=protocol) as one, \
+            app_client.websocket_connect("/graphql", subprotocols=protocol) as two:
+        listen(one, client.token)
+        listen(two, client.token)
+        first, second = one.receive_text(), two.receive_text()
+    assert first == second
+    message = json.loads(first)
+    assert message["type"] == "next"
+    assert message["payload"]["data"]["processed"]["job"] == {
+        "id": job["id"], "processedData": "SAME"}
+    assert len(app_client.app.state.services.renderings._done) == 1, "rendered once"
