@@ -9,6 +9,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# GraphiQL's scripts, served by the API itself (without them the page uses a CDN)
+	-command -v npm >/dev/null && npm ci --prefix graph/graphiql-assets --no-audit --no-fund --silent
 	touch $@
 
 install: $(BIN)/.installed

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
+from . import requestid
 from .auth import bearer, token_from_connection_params
 from .jobs import Jobs
 from .services import Services
@@ -40,4 +41,5 @@ class Context:
         """The caller's user id; UNAUTHENTICATED without a valid token."""
         if self._user_id is None:
             self._user_id = await self.services.accounts.user_id_for(self.token())
+            requestid.bind(user_id=self._user_id)
         return self._user_id

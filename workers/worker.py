@@ -28,6 +28,7 @@ its result is discarded (threads cannot be killed).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -309,30 +310,37 @@ class Worker:
                     job = await self._claim_next()
 
     async def _execute(self, job: Claimed) -> tuple[bool, str]:
+        """Run the handler once; its log lines (and ours) carry the job's ids."""
         token = log_context.set({"job_id": job.job_id, "user_id": job.user_id})
+        try:
+            ok, value = await self._attempt(job)
+            if not ok:
+                log.info("attempt %d of job %s failed: %s", job.attempts, job.job_id, value)
+            return ok, value
+        finally:
+            log_context.reset(token)
+
+    async def _attempt(self, job: Claimed) -> tuple[bool, str]:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.job_timeout_seconds):  # no extra task
                 result = await self._call(job.data)
             if not isinstance(result, str):
                 raise TypeError(f"handler returned {type(result).__name__}, not str")
-            outcome = (True, result)
+            return True, result
         except asyncio.TimeoutError:
-            outcome = (False, f"timed out after {self.config.job_timeout_seconds:g}s")
+            return False, f"timed out after {self.config.job_timeout_seconds:g}s"
         except Exception as exc:  # the handler's failure is the job's, not the worker's
-            outcome = (False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+            return False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         finally:
             metrics.HANDLER_SECONDS.observe(time.perf_counter() - started)
-            log_context.reset(token)
-        if not outcome[0]:
-            log.info("attempt %d of job %s failed: %s", job.attempts, job.job_id, outcome[1])
-        return outcome
 
     async def _call(self, data: str):
         if self._is_async:
             return await self.handler(data)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, self.handler, data)
+        context = contextvars.copy_context()  # the job's log context, in the handler's thread
+        return await loop.run_in_executor(self._threads, context.run, self.handler, data)
 
     async def _finish(self, job: Claimed, ok: bool, value: str, claim_n: int) -> Batch | None:
         """Record the outcome; keep trying while our lease could still be valid."""

@@ -1,0 +1,523 @@
+"""`python -m graph.cli`: the queue from a terminal, over the public GraphQL API.
+
+    python -m graph.cli register alice            # asks for a password
+    python -m graph.cli login alice               # keeps the token in a 0600 file
+    python -m graph.cli enqueue "hello" "world"   # or one request per line on stdin
+    python -m graph.cli dequeue --wait 10         # the next finished job's result
+    python -m graph.cli watch                     # live `processed` events, with a progress line
+    python -m graph.cli stats | job ID | logout
+
+Passwords are read from the terminal (no echo), from the first line of stdin
+with --password-stdin, or from USERQUEUE_PASSWORD; never from the command line,
+where other users could see them in the process list.
+
+Settings: --url or USERQUEUE_URL (default http://127.0.0.1:8000/graphql);
+--token-file or USERQUEUE_TOKEN_FILE (default ~/.config/userqueue/token);
+USERQUEUE_TOKEN, when set, is used instead of the file.
+
+Exit codes: 0 done; 1 an error (printed on stderr with its code); 3 `dequeue`
+found nothing to return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000/graphql"
+DEFAULT_TOKEN_FILE = "~/.config/userqueue/token"
+DEFAULT_BATCH = 500  # items per enqueueMany call; the server allows QUEUE_MAX_BATCH (1000)
+EXIT_ERROR, EXIT_EMPTY = 1, 3
+
+JOB_FIELDS = "id requestData status processedData error attempts createdAt finishedAt"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+# ---- the token file ----
+
+def token_path(args) -> Path:
+    return Path(args.token_file or os.environ.get("USERQUEUE_TOKEN_FILE") or DEFAULT_TOKEN_FILE
+                ).expanduser()
+
+
+def save_token(path: Path, token: str) -> None:
+    """Write the token readable by its owner only (0600), atomically."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token-")  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(token + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with _ignore(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_token(args) -> str:
+    token = os.environ.get("USERQUEUE_TOKEN")
+    if token:
+        return token.strip()
+    path = token_path(args)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise CliError(f"not logged in (no token in {path}); run: python -m graph.cli login "
+                       "USERNAME", "UNAUTHENTICATED") from None
+
+
+class _ignore:
+    def __init__(self, *exc):
+        self.exc = exc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        return kind is not None and issubclass(kind, self.exc)
+
+
+# ---- GraphQL over HTTP ----
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
+        self.url = url
+        self.token = token
+        self.http = httpx.Client(timeout=timeout)
+
+    def call(self, query: str, variables: dict | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = self.http.post(self.url, json={"query": query, "variables": variables or {}},
+                                      headers=headers)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach {self.url}: {exc}") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise CliError(f"{self.url} answered HTTP {response.status_code}, not GraphQL") \
+                from None
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if errors:
+            first = errors[0]
+            code = (first.get("extensions") or {}).get("code")
+            raise CliError(first.get("message", "error"), code)
+        if response.status_code >= 400 or not isinstance(body, dict) or "data" not in body:
+            raise CliError(f"{self.url} answered HTTP {response.status_code}")
+        return body["data"]
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def client(args, auth: bool = True) -> Client:
+    return Client(args.url, load_token(args) if auth else None)
+
+
+# ---- commands ----
+
+def read_password(args, confirm: bool = False) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise CliError("--password-stdin: nothing on stdin")
+        return line.rstrip("\r\n")
+    env = os.environ.get("USERQUEUE_PASSWORD")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for the password: use --password-stdin or "
+                       "USERQUEUE_PASSWORD")
+    password = getpass.getpass("Password: ")
+    if confirm and getpass.getpass("Again: ") != password:
+        raise CliError("the passwords differ")
+    return password
+
+
+def cmd_register(args) -> int:
+    password = read_password(args, confirm=True)
+    with _closing(client(args, auth=False)) as c:
+        user = c.call("mutation($u:String!,$p:String!){register(username:$u,password:$p)"
+                      "{id username}}", {"u": args.username, "p": password})["register"]
+    print(f"registered {user['username']} ({user['id']})")
+    if args.login:
+        return _login(args, password)
+    return 0
+
+
+def cmd_login(args) -> int:
+    return _login(args, read_password(args))
+
+
+def _login(args, password: str) -> int:
+    with _closing(client(args, auth=False)) as c:
+        data = c.call("mutation($u:String!,$p:String!){login(username:$u,password:$p)"
+                      "{token expiresAt user{username}}}",
+                      {"u": args.username, "p": password})["login"]
+    path = token_path(args)
+    save_token(path, data["token"])
+    print(f"logged in as {data['user']['username']} until {data['expiresAt']}; "
+          f"token saved in {path}")
+    return 0
+
+
+def cmd_logout(args) -> int:
+    path = token_path(args)
+    with _ignore(FileNotFoundError):
+        path.unlink()
+    print(f"token removed from {path}")
+    return 0
+
+
+def _requests(args) -> Iterator[str]:
+    if args.data:
+        yield from args.data
+        return
+    for line in sys.stdin:
+        line = line.rstrip("\r\n")
+        if line:  # blank lines are skipped
+            yield line
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def cmd_enqueue(args) -> int:
+    if args.batch < 1:
+        raise CliError("--batch must be at least 1")
+    query = f"mutation($i:[EnqueueInput!]!){{enqueueMany(items:$i){{{JOB_FIELDS}}}}}"
+    count = 0
+    with _closing(client(args)) as c:
+        for batch in _batches(_requests(args), args.batch):
+            items = []
+            for data in batch:
+                item = {"requestData": data}
+                if args.key_prefix is not None:
+                    item["idempotencyKey"] = f"{args.key_prefix}{count + len(items)}"
+                items.append(item)
+            try:
+                jobs = c.call(query, {"i": items})["enqueueMany"]
+            except CliError as exc:
+                if count:
+                    exc.args = (f"{exc} (after {count} request(s) were enqueued)",)
+                raise
+            for job in jobs:
+                print(json.dumps(job) if args.json else job["id"])
+            count += len(jobs)
+            sys.stdout.flush()
+    if not args.json:
+        print(f"enqueued {count} request(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_dequeue(args) -> int:
+    query = f"mutation($w:Float){{dequeue(waitSeconds:$w){{{JOB_FIELDS}}}}}"
+    got = 0
+    with _closing(client(args)) as c:
+        while True:
+            job = c.call(query, {"w": args.wait})["dequeue"]
+            if job is None:
+                break
+            got += 1
+            if args.json:
+                print(json.dumps(job))
+            elif job["status"] == "FAILED":
+                print(f"{job['id']} FAILED: {job['error']}")
+            else:
+                print(job["processedData"])
+            sys.stdout.flush()
+            if not args.all:
+                break
+    return 0 if got else EXIT_EMPTY
+
+
+def cmd_job(args) -> int:
+    with _closing(client(args)) as c:
+        job = c.call(f"query($id:ID!){{job(id:$id){{{JOB_FIELDS}}}}}", {"id": args.id})["job"]
+    if job is None:
+        raise CliError(f"no job {args.id}", "NOT_FOUND")
+    print(json.dumps(job, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with _closing(client(args)) as c:
+        stats = c.call("{queueStats{queued processing ready}}")["queueStats"]
+    print(json.dumps(stats) if args.json else
+          f"queued {stats['queued']}  processing {stats['processing']}  ready {stats['ready']}")
+    return 0
+
+
+# ---- watch: the `processed` subscription over graphql-transport-ws ----
+
+SUBSCRIPTION = ("subscription($after:String){processed(after:$after){cursor job{"
+                + JOB_FIELDS + "}}}")
+
+
+def ws_url(url: str) -> str:
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://"):]
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://"):]
+    return url
+
+
+class Progress:
+    """One line on stderr, redrawn: events seen, their outcomes, the queue's counts."""
+
+    def __init__(self, enabled: bool, stats: Client | None, total: int | None):
+        self.enabled = enabled
+        self.stats_client = stats
+        self.total = total
+        self.completed = self.failed = 0
+        self.started = time.monotonic()
+        self.stats: dict | None = None
+        self._stats_at = 0.0
+        self._width = 0
+
+    def event(self, job: dict) -> None:
+        if job["status"] == "FAILED":
+            self.failed += 1
+        else:
+            self.completed += 1
+        self.draw()
+
+    def draw(self, force_stats: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.stats_client and (force_stats or now - self._stats_at >= 1.0):
+            self._stats_at = now
+            with _ignore(CliError):
+                self.stats = self.stats_client.call("{queueStats{queued processing ready}}")[
+                    "queueStats"]
+        seen = self.completed + self.failed
+        text = f"processed {seen}" + (f"/{self.total}" if self.total else "")
+        text += f" ({self.completed} completed, {self.failed} failed)"
+        if self.stats:
+            text += (f" | queued {self.stats['queued']} processing {self.stats['processing']}"
+                     f" ready {self.stats['ready']}")
+        elapsed = now - self.started
+        if seen and elapsed > 0:
+            text += f" | {seen / elapsed:.1f}/s"
+        sys.stderr.write("\r" + text.ljust(self._width))
+        sys.stderr.flush()
+        self._width = len(text)
+
+    def done(self) -> None:
+        if self.enabled:
+            self.draw(force_stats=True)
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _print_event(args, event: dict) -> None:
+    job = event["job"]
+    if args.json:
+        line = json.dumps(event)
+    else:
+        result = job["processedData"] if job["status"] == "COMPLETED" else job["error"]
+        line = f"{event['cursor']} {job['id']} {job['status']} {result}"
+    if args.progress_enabled:
+        sys.stderr.write("\r\x1b[K")  # clear the progress line before printing over it
+        sys.stderr.flush()
+    print(line, flush=True)
+
+
+def cmd_watch(args) -> int:
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+    from websockets.sync.client import connect
+
+    token = load_token(args)
+    args.progress_enabled = (sys.stderr.isatty() if args.progress is None else args.progress)
+    stats = Client(args.url, token) if args.progress_enabled else None
+    progress = Progress(args.progress_enabled, stats, args.count)
+    after, seen, retries, acked = args.after, 0, 0, False
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    progress.draw(force_stats=True)
+    try:
+        while True:
+            try:
+                with connect(ws_url(args.url), subprotocols=["graphql-transport-ws"],
+                             open_timeout=10, max_size=2 ** 24) as ws:
+                    ws.send(json.dumps({"type": "connection_init",
+                                        "payload": {"Authorization": f"Bearer {token}"}}))
+                    ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+                        "query": SUBSCRIPTION, "variables": {"after": after}}}))
+                    while True:
+                        timeout = None if deadline is None else deadline - time.monotonic()
+                        if timeout is not None and timeout <= 0:
+                            return 0
+                        try:
+                            message = json.loads(ws.recv(timeout=timeout))
+                        except TimeoutError:
+                            return 0
+                        kind = message.get("type")
+                        if kind == "ping":
+                            ws.send(json.dumps({"type": "pong"}))
+                        elif kind == "connection_ack":
+                            retries, acked = 0, True
+                        elif kind == "next":
+                            payload = message.get("payload") or {}
+                            if payload.get("errors"):
+                                raise _graphql_error(payload["errors"])
+                            event = payload["data"]["processed"]
+                            after = event["cursor"]
+                            seen += 1
+                            _print_event(args, event)
+                            progress.event(event["job"])
+                            if args.count and seen >= args.count:
+                                return 0
+                        elif kind == "error":
+                            raise _graphql_error(message.get("payload") or [])
+                        elif kind == "complete":
+                            return 0
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else None
+                if code == 4403:
+                    raise CliError("the server refused the token; run: python -m graph.cli "
+                                   "login USERNAME", "UNAUTHENTICATED") from None
+                if code is not None and 4400 <= code < 4500:
+                    raise CliError(f"the server closed the subscription: {code} "
+                                   f"{exc.rcvd.reason}") from None
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                if not acked:  # never got in: a wrong URL, or no server
+                    raise CliError(f"cannot subscribe at {ws_url(args.url)}: {exc}") from None
+            # the connection dropped: resume after the last cursor, missing nothing
+            retries += 1
+            if retries > args.retries:
+                raise CliError(f"the connection to {ws_url(args.url)} keeps dropping")
+            time.sleep(min(0.5 * 2 ** retries, 10))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        progress.done()
+        if after and after != args.after:
+            print(f"last cursor: {after} (resume with: watch --after {after})", file=sys.stderr)
+        if stats:
+            stats.close()
+
+
+def _graphql_error(errors) -> CliError:
+    first = errors[0] if isinstance(errors, list) and errors else {"message": str(errors)}
+    return CliError(first.get("message", "error"), (first.get("extensions") or {}).get("code"))
+
+
+class _closing:
+    def __init__(self, c: Client):
+        self.c = c
+
+    def __enter__(self) -> Client:
+        return self.c
+
+    def __exit__(self, *exc):
+        self.c.close()
+
+
+# ---- arguments ----
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m graph.cli",
+                                description="The userqueue service from a terminal.",
+                                epilog="Exit codes: 0 done, 1 error, 3 nothing to dequeue.")
+    p.add_argument("--url", default=os.environ.get("USERQUEUE_URL", DEFAULT_URL),
+                   help="the GraphQL endpoint (USERQUEUE_URL; default %(default)s)")
+    p.add_argument("--token-file", help="where the token is kept (USERQUEUE_TOKEN_FILE; "
+                   f"default {DEFAULT_TOKEN_FILE})")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def password_flag(sp):
+        sp.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of stdin")
+
+    sp = sub.add_parser("register", help="create an account")
+    sp.add_argument("username")
+    password_flag(sp)
+    sp.add_argument("--login", action="store_true", help="log in right after")
+    sp.set_defaults(func=cmd_register)
+
+    sp = sub.add_parser("login", help="log in and keep the token (file mode 0600)")
+    sp.add_argument("username")
+    password_flag(sp)
+    sp.set_defaults(func=cmd_login)
+
+    sp = sub.add_parser("logout", help="forget the kept token")
+    sp.set_defaults(func=cmd_logout)
+
+    sp = sub.add_parser("enqueue", help="enqueue requests: the arguments, or one per stdin line")
+    sp.add_argument("data", nargs="*", help="request data; none: read stdin, one request a line")
+    sp.add_argument("--batch", type=int, default=DEFAULT_BATCH,
+                    help="requests per enqueueMany call (default %(default)s)")
+    sp.add_argument("--key-prefix", help="idempotency keys PREFIX0, PREFIX1, ... by position, "
+                    "so re-running the same input enqueues nothing twice")
+    sp.add_argument("--json", action="store_true", help="print each job as JSON, not its id")
+    sp.set_defaults(func=cmd_enqueue)
+
+    sp = sub.add_parser("dequeue", help="take the oldest finished job's result")
+    sp.add_argument("--wait", type=float, default=0.0, metavar="S",
+                    help="wait up to S seconds (at most 30) for one")
+    sp.add_argument("--all", action="store_true", help="keep going until none is left")
+    sp.add_argument("--json", action="store_true", help="print the whole job as JSON")
+    sp.set_defaults(func=cmd_dequeue)
+
+    sp = sub.add_parser("watch", help="print `processed` events live, with a progress line")
+    sp.add_argument("--after", help="a cursor from an earlier event: replay what followed it")
+    sp.add_argument("--count", type=int, help="exit after N events")
+    sp.add_argument("--timeout", type=float, help="exit after S seconds")
+    sp.add_argument("--json", action="store_true", help="one JSON object per event")
+    sp.add_argument("--retries", type=int, default=10,
+                    help="reconnections in a row before giving up (default %(default)s)")
+    group = sp.add_mutually_exclusive_group()
+    group.add_argument("--progress", dest="progress", action="store_true", default=None,
+                       help="draw the progress line on stderr (default: when it is a terminal)")
+    group.add_argument("--no-progress", dest="progress", action="store_false")
+    sp.set_defaults(func=cmd_watch)
+
+    sp = sub.add_parser("job", help="show one job")
+    sp.add_argument("id")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_job)
+
+    sp = sub.add_parser("stats", help="your queue's counts")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        prefix = f"error: {exc.code}: " if exc.code else "error: "
+        print(prefix + str(exc), file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # `... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

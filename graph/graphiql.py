@@ -1,0 +1,148 @@
+"""GraphiQL without a CDN: its browser assets served by the API itself.
+
+Strawberry's GraphiQL page loads React, GraphiQL and the explorer plugin from
+unpkg.com, which a machine without internet access (CI, an air-gapped site)
+cannot reach: the page then stays on "Loading...". The same files, at exactly
+the versions the page names, come from npm:
+
+    npm ci --prefix graph/graphiql-assets     # graph/graphiql-assets/package.json
+
+When they are installed (or `GRAPHIQL_ASSETS_DIR` names another `node_modules`
+holding them), the page's unpkg URLs are rewritten to `graphiql-assets/...`,
+relative to the GraphQL path, and served from here with long cache lifetimes.
+Each file is checked against the page's own `integrity` (SHA-384) attribute
+before it is used, so the browser gets byte for byte what the CDN would have
+sent, and keeps checking it. When any file is missing or differs, the page is
+left as strawberry wrote it (assets from the CDN), and that is logged once.
+
+Wiring (two lines each):
+
+    # graph/view.py
+    from .graphiql import LocalGraphiQL
+    class GraphQLView(LocalGraphiQL, GraphQL): ...
+
+    # graph/app.py
+    from . import graphiql
+    routes=[..., graphiql.asset_route(), ...]
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+log = logging.getLogger(__name__)
+
+CDN = "https://unpkg.com/"
+ROUTE_PREFIX = "graphiql-assets/"  # relative to the GraphQL page: /graphql -> /graphiql-assets/...
+DEFAULT_DIR = Path(__file__).resolve().parent / "graphiql-assets" / "node_modules"
+INSTALL_HINT = "npm ci --prefix graph/graphiql-assets"
+
+# <script src="https://unpkg.com/react@18.2.0/umd/..." integrity="sha384-..."> and <link href=...>
+_TAG = re.compile(r"<(?:script|link)\b[^>]*>", re.DOTALL)
+_URL = re.compile(r'(?:src|href)="' + re.escape(CDN) + r'((?:@[^/"]+/)?[^@/"]+)@([^/"]+)/([^"]+)"')
+_INTEGRITY = re.compile(r'integrity="(sha384-[^"]+)"')
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class Asset:
+    url: str        # as the page names it on the CDN
+    local: str      # path under /graphiql-assets/
+    file: Path
+
+
+def assets_dir() -> Path:
+    return Path(os.environ.get("GRAPHIQL_ASSETS_DIR") or DEFAULT_DIR)
+
+
+def _sri(path: Path) -> str:
+    return "sha384-" + base64.b64encode(hashlib.sha384(path.read_bytes()).digest()).decode()
+
+
+def find_assets(html: str, root: Path) -> tuple[list[Asset], list[str]]:
+    """The page's CDN assets found under `root` (a node_modules), and what is wrong."""
+    assets, problems = [], []
+    for tag in _TAG.findall(html):
+        url = _URL.search(tag)
+        if not url:
+            continue
+        package, version, file = url.groups()
+        path = root / package / file
+        try:
+            installed = json.loads((root / package / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            problems.append(f"{package}@{version} is not installed")
+            continue
+        if installed != version:
+            problems.append(f"{package} is {installed}, the page needs {version}")
+            continue
+        if not path.is_file():
+            problems.append(f"{package}/{file} is missing")
+            continue
+        integrity = _INTEGRITY.search(tag)
+        if integrity and _sri(path) != integrity.group(1):
+            problems.append(f"{package}/{file} differs from the page's integrity hash")
+            continue
+        assets.append(Asset(url=CDN + f"{package}@{version}/{file}",
+                            local=f"{package}@{version}/{file}", file=path))
+    return assets, problems
+
+
+@functools.lru_cache(maxsize=8)
+def _local_page(html: str, root: str) -> tuple[str, tuple[Asset, ...]]:
+    assets, problems = find_assets(html, Path(root))
+    if problems or not assets:
+        if assets or problems:
+            log.info("GraphiQL loads its assets from %s (%s; run `%s` to serve them locally)",
+                     CDN, "; ".join(problems), INSTALL_HINT)
+        return html, ()
+    for asset in assets:
+        html = html.replace(f'"{asset.url}"', f'"{ROUTE_PREFIX}{asset.local}"')
+    return html, tuple(assets)
+
+
+def page(html: str) -> str:
+    """Strawberry's GraphiQL page, its assets served locally when they are installed."""
+    return _local_page(html, str(assets_dir()))[0]
+
+
+class LocalGraphiQL:
+    """Mixin for strawberry's GraphQL view: its GraphiQL page uses the local assets."""
+
+    @property
+    def graphql_ide_html(self) -> str:
+        return page(super().graphql_ide_html)
+
+
+def _servable() -> dict[str, Path]:
+    """Only files that strawberry's GraphiQL page names, found and verified."""
+    from strawberry.http.ides import get_graphql_ide_html
+
+    _, assets = _local_page(get_graphql_ide_html("graphiql"), str(assets_dir()))
+    return {asset.local: asset.file for asset in assets}
+
+
+async def serve_asset(request: Request) -> Response:
+    file = _servable().get(request.path_params["asset"])
+    if file is None:
+        return JSONResponse({"errors": [{"message": "No such GraphiQL asset.",
+                                         "extensions": {"code": "NOT_FOUND"}}]}, status_code=404)
+    return FileResponse(file, media_type=_TYPES.get(file.suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+def asset_route() -> Route:
+    """`GET /graphiql-assets/<package>@<version>/<file>`, beside `/graphql`."""
+    return Route("/" + ROUTE_PREFIX + "{asset:path}", serve_asset, methods=["GET", "HEAD"])

@@ -1,0 +1,108 @@
+"""The example clients in examples/, run as their READMEs say, against a real
+API process and a real worker.
+
+The Node listener needs `node` (18 or later) and its packages:
+`cd examples && npm ci` (.ci/run does it). Without them it is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.support import ROOT
+
+EXAMPLES = ROOT / "examples"
+PASSWORD = "correct horse battery"
+
+
+def example_env(api_process, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USERQUEUE_")}
+    env.update(USERQUEUE_URL=f"{api_process.url}/graphql", **extra)
+    return env
+
+
+def test_python_client_logs_in_enqueues_and_hears_each_result(api_process, workers):
+    workers.start(QUEUE_HANDLER="workers.handlers:upper")
+    username = f"py_{uuid.uuid4().hex[:8]}"
+    env = example_env(api_process, USERQUEUE_USERNAME=username, USERQUEUE_PASSWORD=PASSWORD)
+    cmd = [sys.executable, str(EXAMPLES / "python_client.py"), "--timeout", "60",
+           "alpha", "beta", "gamma"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[0] == f"registered {username}"
+    assert sum(line.startswith("enqueued ") for line in lines) == 3
+    processed = [line.split() for line in lines if line.startswith("processed ")]
+    assert [p[2:4] for p in processed] == [["COMPLETED", "'ALPHA'"], ["COMPLETED", "'BETA'"],
+                                           ["COMPLETED", "'GAMMA'"]]
+
+    # run again as the same (now existing) user: it logs in, and skips the old events
+    again = subprocess.run(cmd[:-3] + ["delta"], env=env, capture_output=True, text=True,
+                           timeout=90, check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "registered" not in again.stdout
+    assert [line.split()[2:4] for line in again.stdout.splitlines()
+            if line.startswith("processed ")] == [["COMPLETED", "'DELTA'"]]
+
+
+def _node_or_skip() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("`node` is not installed: the Node example cannot run (apt-get install nodejs)")
+    if not (EXAMPLES / "node_modules" / "graphql-ws").is_dir():
+        pytest.skip("examples/node_modules is missing: run `cd examples && npm ci` first")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 18:
+        pytest.skip(f"node {version} is too old for the Node example (18 or later)")
+    return node
+
+
+def test_node_listener_prints_n_events_then_exits(api_process, workers):
+    node = _node_or_skip()
+    api = api_process.client().as_user(password=PASSWORD)
+    listener = subprocess.Popen(
+        [node, "node_listener.mjs", "--count", "3", "--timeout", "60"], cwd=EXAMPLES,
+        env=example_env(api_process, USERQUEUE_TOKEN=api.token),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)  # connect and subscribe (live events only: no --after)
+        assert listener.poll() is None, listener.communicate()
+        ids = [api.enqueue(f"n{i}")["id"] for i in range(4)]
+        workers.start(QUEUE_HANDLER="workers.handlers:upper")
+        out, err = listener.communicate(timeout=60)
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+    assert listener.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["job"]["id"] for e in events] == ids[:3]  # three events, in order, then it exited
+    assert [e["job"]["processedData"] for e in events] == ["N0", "N1", "N2"]
+    assert f"last cursor {events[-1]['cursor']}" in err
+
+    # --after: replays what followed the first event (N1, N2, N3), then exits
+    replay = subprocess.run(
+        [node, "node_listener.mjs", "--count", "3", "--after", events[0]["cursor"],
+         "--timeout", "60"], cwd=EXAMPLES,
+        env=example_env(api_process, USERQUEUE_USERNAME="unused", USERQUEUE_TOKEN=api.token),
+        capture_output=True, text=True, timeout=90, check=False)
+    assert replay.returncode == 0, replay.stderr
+    assert [json.loads(line)["job"]["processedData"] for line in replay.stdout.splitlines()] == [
+        "N1", "N2", "N3"]
+
+
+def test_node_listener_refused_token_exits_non_zero(api_process):
+    node = _node_or_skip()
+    r = subprocess.run([node, "node_listener.mjs", "--count", "1", "--timeout", "20"],
+                       cwd=EXAMPLES, env=example_env(api_process, USERQUEUE_TOKEN="forged"),
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 1
+    assert "error:" in r.stderr
