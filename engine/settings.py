@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(15, ge=1)
     graphql_max_aliases: int = Field(30, ge=1)
     graphql_max_tokens: int = Field(5000, ge=10)
+    graphql_max_fields: int = Field(2000, ge=1)  # fields selected, fragments expanded
     ws_max_message_bytes: int = Field(64 * 1024, ge=1024)
     ws_max_subscriptions: int = Field(10, ge=1)
 

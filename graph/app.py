@@ -6,11 +6,14 @@ import contextlib
 import logging
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from engine.settings import Settings
 
-from . import health
+from . import graphiql, health
+from .middleware import SizeLimits
+from .requestid import RequestId
 from .schema import build_schema
 from .services import open_services
 from .view import GraphQLView
@@ -37,13 +40,20 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql),  # the view answers other methods with a JSON 405
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),
+            graphiql.asset_route(),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(RequestId),  # X-Request-ID, and request_id in every log line
+            # body and WebSocket message sizes, checked before anything parses them
+            Middleware(SizeLimits, max_body_bytes=settings.http_max_body_bytes,
+                       max_ws_message_bytes=settings.ws_max_message_bytes),
+        ],
     )
 
 

@@ -10,10 +10,12 @@ in MongoDB, Redis is allowed to forget it after its retention time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from redis.exceptions import RedisError
 
+from engine.loop import cancel_and_wait
 from engine.queue import Queue
 
 from .store import save_job_snapshots
@@ -40,8 +42,7 @@ class Archiver:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         try:
             await self.run_once()  # what finished while we were stopping
         except Exception as exc:
@@ -67,10 +68,9 @@ class Archiver:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), SWEEP_SECONDS)
-            except asyncio.TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()

@@ -4,6 +4,12 @@ Resolvers raise `ApiError` subclasses. Everything else that reaches the
 client is classified here: documents that do not parse, do not fit the
 schema, or exceed a limit get their code; anything unexpected is masked as
 INTERNAL_SERVER_ERROR with an id that is also in the server's log.
+
+Errors are fixed *in place* (message and extensions of the GraphQLError),
+and fixing is idempotent. That lets several layers apply it without
+coordination: the `ErrorCodes` extension (HTTP and WebSocket results, and
+parse errors that strawberry's ParserCache raises past `on_operation`), and
+the HTTP view as a last pass over every response.
 """
 
 from __future__ import annotations
@@ -11,12 +17,18 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 log = logging.getLogger("graph.errors")
+
+CODES = frozenset({
+    "UNAUTHENTICATED", "BAD_USER_INPUT", "CONFLICT", "NOT_FOUND", "RATE_LIMITED",
+    "QUEUE_FULL", "QUERY_TOO_COMPLEX", "GRAPHQL_PARSE_FAILED",
+    "GRAPHQL_VALIDATION_FAILED", "INTERNAL_SERVER_ERROR",
+})
 
 
 class ApiError(Exception):
@@ -51,58 +63,102 @@ class QueueFull(ApiError):
     code = "QUEUE_FULL"
 
 
+class QueryTooComplex(ApiError):
+    code = "QUERY_TOO_COMPLEX"
+
+
+# Messages of the limits: strawberry's extensions, graphql-core's parser
+# (tokens, nesting), its introspection-depth rule and validation complexity
+# budget ("Validation aborted."), and graph.limits.
 _TOO_COMPLEX = re.compile(
-    r"exceeds maximum operation depth|aliases found|more than \d+ tokens|too complex",
+    r"exceeds maximum operation depth|aliases found|more than \d+ tokens|too complex"
+    r"|nested too deeply|maximum introspection depth|fields selected|^Validation aborted\.$",
     re.IGNORECASE,
 )
-_SUGGESTION = re.compile(r" Did you mean .*\?$")
+_SUGGESTION = re.compile(r"\s*Did you mean .*$", re.DOTALL)
 
 
 def classify(error: GraphQLError) -> str:
     """The contract code for an error that carries none of its own."""
-    if _TOO_COMPLEX.search(error.message):
+    original = error.original_error
+    if isinstance(original, ApiError):
+        return original.code
+    if isinstance(original, RecursionError) or _TOO_COMPLEX.search(error.message):
         return "QUERY_TOO_COMPLEX"
     if error.message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
-    if error.original_error is None:
+    if original is None:
+        # validation rules, and variables that are missing or of the wrong type
+        return "GRAPHQL_VALIDATION_FAILED"
+    if isinstance(original, GraphQLError) and not error.path:
+        # graphql-core coercing a variable value ("Int cannot represent ...")
         return "GRAPHQL_VALIDATION_FAILED"
     return "INTERNAL_SERVER_ERROR"
 
 
-def with_code(error: GraphQLError, suggestions: bool = True) -> GraphQLError:
-    original = error.original_error
-    if isinstance(original, ApiError):
-        extensions = original.extensions
-        message = str(original)
-    else:
-        code = classify(error)
-        message = error.message
-        extensions = {"code": code}
-        if code == "INTERNAL_SERVER_ERROR":
-            error_id = uuid.uuid4().hex[:12]
-            log.error("unexpected error %s at %s", error_id, error.path,
-                      exc_info=(type(original), original, original.__traceback__)
-                      if original else None)
-            message = f"Internal server error (id {error_id})."
-            extensions["errorId"] = error_id
-        elif not suggestions:
-            message = _SUGGESTION.sub("", message)
-    return GraphQLError(
-        message, nodes=error.nodes, source=error.source, positions=error.positions,
-        path=error.path, original_error=None, extensions=extensions,
-    )
+def mask(error: GraphQLError) -> str:
+    """Log an unexpected error with a fresh id; the message the client gets."""
+    error_id = uuid.uuid4().hex[:12]
+    original = error.original_error or error
+    log.error("unexpected error %s at %s: %s", error_id, error.path, error.message,
+              exc_info=(type(original), original, original.__traceback__))
+    error.extensions = {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id}
+    error.message = f"Internal server error (id {error_id})."
+    return error_id
+
+
+def fix(error: GraphQLError, suggestions: bool = True) -> GraphQLError:
+    """Give `error` its contract code (in place); idempotent."""
+    current = (error.extensions or {}).get("code")
+    if current not in CODES or isinstance(error.original_error, ApiError):
+        original = error.original_error
+        if isinstance(original, ApiError):
+            error.message = str(original)
+            error.extensions = dict(original.extensions)
+        elif (code := classify(error)) == "INTERNAL_SERVER_ERROR":
+            mask(error)
+        else:
+            error.extensions = {"code": code}
+        error.original_error = None  # classified: later passes keep the code as it is
+    if not suggestions and error.extensions["code"] != "INTERNAL_SERVER_ERROR":
+        error.message = _SUGGESTION.sub("", error.message)
+    return error
+
+
+def fix_all(errors: Iterable[GraphQLError] | None, suggestions: bool = True) -> None:
+    for error in errors or ():
+        fix(error, suggestions)
 
 
 class ErrorCodes(SchemaExtension):
-    """Give every error a contract code and mask the unexpected ones."""
+    """Give every error a contract code and mask the unexpected ones.
+
+    The execution context is captured when the operation starts: strawberry
+    may share one extension instance between concurrent requests, and the
+    attribute it sets would then belong to another request by the time this
+    operation ends.
+    """
 
     def __init__(self, suggestions: bool = True):
         self.suggestions = suggestions
 
-    def _fix(self, result) -> None:
-        if result is not None and getattr(result, "errors", None):
-            result.errors = [with_code(e, self.suggestions) for e in result.errors]
-
     def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            yield
+        except GraphQLError as exc:
+            # ParserCache parses while *entering* on_parse, outside strawberry's
+            # try: the syntax error (or the token limit) passes through here and
+            # becomes the result after this hook is done. Fix it on the way out.
+            fix(exc, self.suggestions)
+            raise
+        except RecursionError as exc:
+            raise GraphQLError("The document is nested too deeply: too complex.",
+                               extensions={"code": "QUERY_TOO_COMPLEX"}) from exc
+        fix_all(getattr(context.result, "errors", None), self.suggestions)
+        fix_all(context.pre_execution_errors, self.suggestions)
+
+    def on_stream_result(self, result) -> Iterator[None]:
+        """Each result of a subscription (WebSocket), before it is sent."""
+        fix_all(getattr(result, "errors", None), self.suggestions)
         yield
-        self._fix(self.execution_context.result)

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from engine import connection
 from engine.jobs import JobRecord
 from engine.keys import Keys
+from engine.loop import cancel_and_wait
 from engine.queue import Queue
 
 from .errors import BadUserInput
@@ -78,9 +79,7 @@ class EventHub:
             self._readers.append(asyncio.create_task(self._read(stream, start)))
 
     async def stop(self) -> None:
-        for task in self._readers:
-            task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await cancel_and_wait(*self._readers)
         self._readers.clear()
 
     def on_event(self, callback: Callable[[str], None]) -> None:
@@ -103,6 +102,8 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                if asyncio.current_task().cancelling():  # redis-py turned our cancel into this
+                    raise asyncio.CancelledError from exc
                 log.warning("event reader: %s; retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -31,7 +31,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import FieldNode
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -76,7 +76,8 @@ class Renderings:
         self._done: OrderedDict = OrderedDict()
 
     def get(self, plan: Plan, cursor: str, record) -> str:
-        key = (cursor, plan.key)
+        # cursors are per-user stream ids: two users' events can share one
+        key = (record.user_id, cursor, plan.key)
         text = self._done.get(key)
         if text is None:
             text = self._done[key] = plan.render(cursor, record)
@@ -85,16 +86,23 @@ class Renderings:
         return text
 
 
+def _extensions(strawberry_schema) -> list:
+    """The schema's extensions as instances (it may hold classes or factories)."""
+    return [ext if isinstance(ext, SchemaExtension) else ext()
+            for ext in strawberry_schema.extensions]
+
+
 def _rules(strawberry_schema) -> tuple:
+    """graphql-core's rules plus every rule the schema's extensions add (limits)."""
     extra = []
-    for ext in strawberry_schema.extensions:
+    for ext in _extensions(strawberry_schema):
         if isinstance(ext, AddValidationRules):
             extra += ext.validation_rules
     return tuple(specified_rules) + tuple(extra)
 
 
 def _max_tokens(strawberry_schema) -> int | None:
-    for ext in strawberry_schema.extensions:
+    for ext in _extensions(strawberry_schema):
         if isinstance(ext, MaxTokensLimiter):
             return ext.max_token_count
     return None

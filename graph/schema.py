@@ -5,20 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 import strawberry
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
 from strawberry.types import Info
 from strawberry.types.unset import UNSET
 
 from engine.settings import Settings
 
 from .context import Context
-from .errors import ErrorCodes
 from .metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
 from .types import (
     AuthPayload,
@@ -33,6 +25,7 @@ from .types import (
     User,
 )
 from .jobs import encode_cursor
+from .limits import schema_extensions
 
 CtxInfo = Info[Context, None]
 
@@ -143,19 +136,8 @@ class Schema(strawberry.Schema):
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
-    extensions = [
-        OperationMetrics,  # first: it sees the codes ErrorCodes assigns
-        ErrorCodes(suggestions=settings.graphql_introspection),
-        MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        ParserCache(maxsize=1000),
-        QueryDepthLimiter(max_depth=settings.graphql_max_depth),
-        MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
-        ValidationCache(maxsize=1000),
-    ]
-    if not settings.graphql_introspection:
-        from strawberry.extensions import DisableIntrospection
-
-        extensions.append(DisableIntrospection())
+    # OperationMetrics first: it sees the codes that ErrorCodes assigns
+    extensions = [OperationMetrics, *schema_extensions(settings)]
     return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from engine import connection
 from engine.keys import Keys
+from engine.loop import cancel_and_wait
 from engine.queue import Queue, RetryPolicy
 from engine.settings import Settings
 
@@ -75,7 +76,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(archiver.stop)
 
         sampler = asyncio.create_task(metrics.sample_queue(queue))
-        stack.callback(sampler.cancel)
+        stack.push_async_callback(cancel_and_wait, sampler)
 
         tokens = Tokens(settings.jwt_secret, settings.jwt_ttl_seconds, settings.jwt_leeway_seconds)
         accounts = Accounts(tokens, redis, settings)

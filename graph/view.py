@@ -1,17 +1,135 @@
-"""Strawberry's ASGI GraphQL view, with our context and WebSocket auth."""
+"""Strawberry's ASGI GraphQL view, with our context, WebSocket auth, and strict
+request parsing.
+
+Strawberry's own view answers 500 to a body that is not UTF-8, JSON nested
+too deeply, or JSON that is not an object (`5`, `"x"`, `null`), and answers
+its 400s as plain text. Here every refused request gets a 4xx with a
+GraphQL-shaped JSON body and a contract code:
+
+- the body cannot be read as a GraphQL request (bad JSON or UTF-8, not an
+  object, no query, wrong content type): 400 GRAPHQL_PARSE_FAILED;
+- `operationName` names no operation of the document: 400 GRAPHQL_VALIDATION_FAILED;
+- the operation is not allowed on this transport (a mutation by GET, a
+  subscription over plain HTTP, a method other than GET or POST): 400 or
+  405 BAD_USER_INPUT.
+
+Anything unexpected is logged with an id and answered as a masked
+INTERNAL_SERVER_ERROR.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import uuid
 from typing import Any
 
-from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
 
 from .context import Context
-from .errors import ApiError
+from .errors import CODES, ApiError, fix_all
+from .fanout import FanoutTransportWSHandler
+from .graphiql import LocalGraphiQL
+
+log = logging.getLogger("graph.view")
+
+MAX_JSON_DEPTH = 64  # far above any real request; deeper is refused before GraphQL sees it
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class GraphQLView(GraphQL):
+class RequestError(Exception):
+    """A request refused before GraphQL runs: an HTTP status and a contract code."""
+
+    def __init__(self, message: str, code: str = "GRAPHQL_PARSE_FAILED", status: int = 400,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.message, self.code, self.status, self.headers = message, code, status, headers
+
+
+def error_response(message: str, code: str, status: int, headers: dict | None = None,
+                   **extensions) -> JSONResponse:
+    body = {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _from_strawberry(exc: HTTPException) -> RequestError:
+    """Strawberry's plain-text refusals, each with its code."""
+    if exc.status_code == 404:
+        return RequestError(exc.reason, "NOT_FOUND", 404)
+    if exc.status_code == 405:
+        return RequestError(exc.reason, "BAD_USER_INPUT", 405, {"Allow": "GET, POST"})
+    return RequestError(exc.reason, "GRAPHQL_PARSE_FAILED", 400)
+
+
+def _check_json(value: Any) -> None:
+    """Refuse JSON nested deeper than MAX_JSON_DEPTH and strings that are not Unicode
+    (lone surrogates from `\\ud800` escapes): walked iteratively, no recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise RequestError("The request holds a string that is not valid Unicode.")
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise RequestError(f"The request's JSON is nested deeper than {MAX_JSON_DEPTH}.")
+        if isinstance(item, dict):
+            stack.extend((k, depth) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        else:
+            stack.extend((v, depth + 1) for v in item)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class WebSocketAdapter(ASGIWebSocketAdapter):
+    """Strawberry's WebSocket handlers send a few errors of their own ("Subscription
+    limit reached", from WS_MAX_SUBSCRIPTIONS) without a code: give them one."""
+
+    async def send_json(self, message) -> None:
+        if message.get("type") == "error":
+            payload = message.get("payload")
+            for error in payload if isinstance(payload, list) else [payload]:
+                if isinstance(error, dict):
+                    extensions = error.setdefault("extensions", {})
+                    if extensions.get("code") not in CODES:
+                        limit = "limit reached" in str(error.get("message"))
+                        extensions["code"] = "RATE_LIMITED" if limit else "BAD_USER_INPUT"
+        await super().send_json(message)
+
+
+class GraphQLView(LocalGraphiQL, GraphQL):
+    websocket_adapter_class = WebSocketAdapter
+    graphql_transport_ws_handler_class = FanoutTransportWSHandler  # shared renderings
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            exc = _from_strawberry(exc)
+            response = error_response(exc.message, exc.code, exc.status, exc.headers)
+        except RequestError as exc:
+            response = error_response(exc.message, exc.code, exc.status, exc.headers)
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("unexpected error %s while serving %s", error_id, scope.get("path"))
+            response = error_response(f"Internal server error (id {error_id}).",
+                                      "INTERNAL_SERVER_ERROR", 500, errorId=error_id)
+        await response(scope, receive, send)
+
     async def get_context(self, request, response) -> Context:
         return Context(services=request.app.state.services, request=request, response=response)
 
@@ -23,3 +141,64 @@ class GraphQLView(GraphQL):
         except ApiError as exc:
             raise ConnectionRejectionError({"message": str(exc), "code": exc.code}) from None
         return None
+
+    # ---- reading the request ----
+
+    def decode_json(self, data: str | bytes) -> object:
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise RequestError("The request body is not valid UTF-8.") from None
+        try:
+            value = json.loads(data, parse_constant=_no_constant)
+        except RecursionError:
+            raise RequestError(f"The request's JSON is nested deeper than {MAX_JSON_DEPTH}.") \
+                from None
+        except ValueError:  # JSONDecodeError, NaN/Infinity, integers of over 4300 digits
+            raise RequestError("The request is not valid JSON.") from None
+        _check_json(value)
+        return value
+
+    def parse_json(self, data: str | bytes) -> Any:
+        value = self.decode_json(data)
+        if not isinstance(value, (dict, list)):  # lists: strawberry refuses batches itself
+            raise RequestError("The request must be a JSON object.")
+        return value
+
+    async def parse_http_body(self, request):
+        data = await super().parse_http_body(request)
+        name = getattr(data, "operation_name", None)
+        if name is not None and not isinstance(name, str):
+            raise RequestError("operationName must be a string or null.")
+        return data
+
+    async def execute_single(self, request, request_adapter, sub_response, context, root_value,
+                             request_data):
+        """Strawberry's, minus subscriptions over plain HTTP (they need the WebSocket)
+        and with its refusals given contract codes."""
+        method = request_adapter.method
+        allowed = {OperationType.QUERY} if method == "GET" else {
+            OperationType.QUERY, OperationType.MUTATION}
+        try:
+            return await self.schema.execute(
+                request_data.query, root_value=root_value, variable_values=request_data.variables,
+                context_value=context, operation_name=request_data.operation_name,
+                allowed_operation_types=allowed, operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise RequestError(exc.as_http_error_reason(), "GRAPHQL_VALIDATION_FAILED") from None
+        except InvalidOperationTypeError as exc:
+            message = exc.as_http_error_reason(method)
+            if exc.operation_type == OperationType.SUBSCRIPTION:
+                message += "; subscribe over the WebSocket at this path"
+            raise RequestError(message, "BAD_USER_INPUT") from None
+        except MissingQueryError:
+            raise RequestError("No GraphQL query found in the request.") from None
+
+    async def process_result(self, request, result):
+        """The last pass over errors before they leave: every one has its code."""
+        services = getattr(request.app.state, "services", None)
+        fix_all(result.errors, suggestions=bool(
+            services and services.settings.graphql_introspection))
+        return await super().process_result(request, result)

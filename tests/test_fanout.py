@@ -46,3 +46,21 @@ def test_two_listeners_of_a_user_get_identical_bytes(api, app_client, workers):
     assert message["payload"]["data"]["processed"]["job"] == {
         "id": job["id"], "processedData": "SAME"}
     assert len(app_client.app.state.services.renderings._done) == 1, "rendered once"
+
+
+def test_events_of_two_users_with_the_same_cursor_are_not_mixed_up():
+    """Cursors are ids in each user's own stream, so two users can have equal ones."""
+    from datetime import datetime, timezone
+
+    from engine.jobs import JobRecord, JobStatus
+    from graph.fanout import Renderings
+
+    def finished(uid, jid):
+        return JobRecord(id=jid, user_id=uid, request_data="x", status=JobStatus.COMPLETED,
+                         attempts=1, created_at=datetime.now(timezone.utc), processed_data=jid)
+
+    plan = plan_for(build_schema(), SUB, None, None)
+    renderings = Renderings()
+    ann = renderings.get(plan, "1700000000000-0", finished("ann", "job-of-ann"))
+    bob = renderings.get(plan, "1700000000000-0", finished("bob", "job-of-bob"))
+    assert "job-of-ann" in ann and "job-of-bob" in bob
