@@ -9,8 +9,6 @@ to a single Redis (whose plain client cannot follow MOVED redirects).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import shutil
 import signal
@@ -125,39 +123,3 @@ class LocalCluster:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-
-
-# ---- handlers, loaded by the worker processes (QUEUE_HANDLER) ----
-
-_client: RedisCluster | None = None
-
-
-def _redis() -> RedisCluster:
-    global _client
-    if _client is None:
-        seed = os.environ["REDIS_URL"].partition("://")[2].split(",")[0]
-        host, _, port = seed.rpartition(":")
-        _client = RedisCluster(host=host, port=int(port), decode_responses=True)
-    return _client
-
-
-def log_key(prefix: str) -> str:
-    return f"{prefix}:log"
-
-
-def _log(kind: str, d: dict) -> None:
-    entry = {"ev": kind, "u": d.get("u"), "i": d.get("i"), "t": time.time(), "pid": os.getpid()}
-    _redis().rpush(log_key(os.environ["QUEUE_PREFIX"]), json.dumps(entry))
-
-
-async def record(data: str) -> str:
-    """Log start and end of each attempt; sleeps `sleep` seconds in between."""
-    d = json.loads(data)
-    await asyncio.to_thread(_log, "start", d)
-    await asyncio.sleep(d.get("sleep", 0))
-    await asyncio.to_thread(_log, "end", d)
-    return f"done {d.get('u')}-{d.get('i')}"
-
-
-def read_log(client, prefix: str) -> list[dict]:
-    return [json.loads(x) for x in client.lrange(log_key(prefix), 0, -1)]

@@ -15,13 +15,21 @@ import time
 
 import redis as redis_sync
 
+from engine.connection import is_cluster_url
+
 _client = None
 
 
 def _redis():
+    """A client for REDIS_URL: one Redis, or a cluster (its first seed node)."""
     global _client
     if _client is None:
-        _client = redis_sync.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+        url = os.environ["REDIS_URL"]
+        if is_cluster_url(url):
+            host, _, port = url.partition("://")[2].split(",")[0].rpartition(":")
+            _client = redis_sync.RedisCluster(host=host, port=int(port), decode_responses=True)
+        else:
+            _client = redis_sync.Redis.from_url(url, decode_responses=True)
     return _client
 
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from collections import Counter, defaultdict
 from datetime import datetime
 
 import pytest
 
-from tests.cluster_support import LocalCluster, missing_binaries, read_log
+from tests.cluster_support import LocalCluster, missing_binaries
+from tests.handlers import read_log
 from tests.conftest import make_settings
 from tests.support import ApiProcess, WorkerProcesses, wait_until
 
-HANDLER = "tests.cluster_support:record"
+HANDLER = "tests.handlers:record_async"
 SHARDS = 16
 
 needs_cluster = pytest.mark.skipif(
