@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge
@@ -29,6 +30,8 @@ SUBSCRIPTIONS = Gauge("graphql_active_subscriptions", "Live `processed` subscrip
 USERS_WAITING = Gauge("queue_users_waiting", "Users with jobs waiting (in rotation or back-off)")
 JOBS_RUNNING = Gauge("queue_jobs_running", "Jobs held under a lease by a worker")
 ARCHIVE_BACKLOG = Gauge("queue_archive_backlog", "Job changes not yet stored in MongoDB")
+HEAD_WAIT = Gauge("queue_next_job_wait_seconds",
+                  "How long the job that runs next (head of the rotation) has waited")
 
 SAMPLE_SECONDS = 5.0
 
@@ -48,12 +51,24 @@ class OperationMetrics(SchemaExtension):
         OPERATIONS.labels(ctx.operation_name or "anonymous", op_type, code).inc()
 
 
+async def _head_wait(queue: Queue, base: str) -> float:
+    """Seconds the next job of the shard's rotation has waited since enqueue."""
+    uid = await queue.redis.lindex(Keys.shard(base, "rot"), 0)
+    if not uid:
+        return 0.0
+    jid = await queue.redis.lindex(Keys.user(base, uid, "pending"), 0)
+    created = jid and await queue.redis.hget(Keys.job(base, jid), "created")
+    return max(0.0, time.time() - int(created) / 1000) if created else 0.0
+
+
 async def sample_queue(queue: Queue) -> None:
     """Refresh the queue gauges from Redis, forever."""
     while True:
         try:
             waiting = running = backlog = 0
+            head_wait = 0.0
             for base in queue.keys.all_bases():
+                head_wait = max(head_wait, await _head_wait(queue, base))
                 async with queue.redis.pipeline(transaction=False) as pipe:
                     pipe.llen(Keys.shard(base, "rot"))
                     pipe.zcard(Keys.shard(base, "delayed"))
@@ -66,6 +81,7 @@ async def sample_queue(queue: Queue) -> None:
             USERS_WAITING.set(waiting)
             JOBS_RUNNING.set(running)
             ARCHIVE_BACKLOG.set(backlog)
+            HEAD_WAIT.set(head_wait)
         except (RedisError, OSError) as exc:
             log.debug("metrics sample skipped: %s", exc)
         await asyncio.sleep(SAMPLE_SECONDS)

@@ -35,3 +35,28 @@ def test_metrics_are_prometheus_text(app_client):
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     assert "# TYPE" in r.text
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_show_waiting_work_and_operations(api_process):
+    import httpx
+
+    from tests.support import wait_until
+
+    client = api_process.client().as_user()
+    client.enqueue("waits")  # no worker runs: it stays queued
+
+    def sampled():
+        text = httpx.get(api_process.url + "/metrics").text
+        return (metric(text, "queue_users_waiting") or 0) >= 1 and text
+
+    text = wait_until(sampled, timeout=15, message="the queue gauges to be sampled")
+    assert metric(text, "queue_next_job_wait_seconds") > 0
+    assert metric(text, "queue_jobs_enqueued_total") >= 1
+    assert 'graphql_operations_total{code="OK",operation="anonymous",type="mutation"}' in text

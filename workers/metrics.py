@@ -7,5 +7,6 @@ FINISHED = Counter(
     "Attempts recorded by this worker, by verdict (completed, retry, failed, stale)",
     ["verdict"],
 )
+STARTED = Counter("queue_worker_jobs_started_total", "Attempts this worker started")
 RECLAIMED = Counter("queue_worker_reclaimed_total", "Expired leases this worker reclaimed")
 HANDLER_SECONDS = Histogram("queue_handler_seconds", "Time spent in the handler per attempt")

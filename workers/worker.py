@@ -312,6 +312,7 @@ class Worker:
     async def _execute(self, job: Claimed) -> tuple[bool, str]:
         """Run the handler once; its log lines (and ours) carry the job's ids."""
         token = log_context.set({"job_id": job.job_id, "user_id": job.user_id})
+        metrics.STARTED.inc()
         try:
             ok, value = await self._attempt(job)
             if not ok:
