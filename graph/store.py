@@ -113,6 +113,8 @@ def _patch_mongomock() -> None:
     UpdateOne passes sort= to bulk writes. Drop the options mongomock does not know."""
     import mongomock.collection
     import mongomock.database
+    from bson import ObjectId
+    from mongomock.filtering import filter_applies
 
     if getattr(mongomock.database.Database, "_patched_for_beanie", False):
         return
@@ -125,8 +127,20 @@ def _patch_mongomock() -> None:
     def add_update_without_sort(self, *args, sort=None, **kwargs):
         return add_update(self, *args, **kwargs)
 
+    iter_documents = mongomock.collection.Collection._iter_documents
+
+    def iter_documents_by_id(self, filter):
+        """mongomock scans every document for every query; a query that names one
+        _id (each archiver upsert, each User.get) looks that one up instead."""
+        key = filter.get("_id") if isinstance(filter, dict) else None
+        if isinstance(key, (str, ObjectId)):
+            doc = self._store[key] if key in self._store else None
+            return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+        return iter_documents(self, filter)
+
     mongomock.database.Database.list_collection_names = list_collection_names
     mongomock.collection.BulkOperationBuilder.add_update = add_update_without_sort
+    mongomock.collection.Collection._iter_documents = iter_documents_by_id
     mongomock.database.Database._patched_for_beanie = True
 
 
