@@ -181,6 +181,13 @@ class ApiProcess:
     def client(self) -> Api:
         return Api(httpx.Client(base_url=self.url, timeout=40))
 
+    def subscriptions(self) -> float:
+        """Live `processed` subscriptions, as its /metrics counts them."""
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            if line.startswith("graphql_active_subscriptions "):
+                return float(line.split()[1])
+        return 0.0
+
     def stop(self) -> int | None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

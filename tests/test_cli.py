@@ -8,12 +8,11 @@ import os
 import stat
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -138,11 +137,12 @@ def test_enqueue_too_large_reports_the_error(cli, settings):
     assert "BAD_USER_INPUT" in r.stderr
 
 
-def test_watch_prints_each_event_and_a_progress_line(cli, workers):
+def test_watch_prints_each_event_and_a_progress_line(cli, workers, api_process):
     login(cli)
     watch = cli.popen("watch", "--count", "3", "--json", "--progress", "--timeout", "60")
     try:
-        time.sleep(1.5)  # let it subscribe; events before that would be missed without --after
+        # until it has subscribed: events before that would be missed without --after
+        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
         r = cli("enqueue", "a", "b", "c")
         assert r.returncode == 0, r.stderr
         workers.start(QUEUE_HANDLER="workers.handlers:upper")

@@ -68,13 +68,7 @@ async def listening(task_started: asyncio.Event, api_process, client):
 
 
 def subscriptions(api_process) -> float:
-    import httpx
-
-    text = httpx.get(api_process.url + "/metrics").text
-    for line in text.splitlines():
-        if line.startswith("graphql_active_subscriptions "):
-            return float(line.split()[1])
-    return 0.0
+    return api_process.subscriptions()
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])

@@ -12,12 +12,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, wait_until
 
 EXAMPLES = ROOT / "examples"
 PASSWORD = "correct horse battery"
@@ -74,7 +73,9 @@ def test_node_listener_prints_n_events_then_exits(api_process, workers):
         env=example_env(api_process, USERQUEUE_TOKEN=api.token),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2)  # connect and subscribe (live events only: no --after)
+        # until it has subscribed (live events only: no --after)
+        wait_until(lambda: api_process.subscriptions() >= 1 or listener.poll() is not None,
+                   timeout=30)
         assert listener.poll() is None, listener.communicate()
         ids = [api.enqueue(f"n{i}")["id"] for i in range(4)]
         workers.start(QUEUE_HANDLER="workers.handlers:upper")
