@@ -71,6 +71,16 @@ def _batch(reply: list, verdict: str | None = None) -> Batch:
 
 
 class Queue:
+    @classmethod
+    def from_settings(cls, redis: Redis, settings) -> "Queue":
+        """The queue as the settings describe it; the API and workers both use this."""
+        policy = RetryPolicy(
+            max_attempts=settings.queue_max_attempts,
+            retry_base_seconds=settings.queue_retry_base_seconds,
+            events_keep=settings.queue_events_keep,
+        )
+        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy)
+
     def __init__(self, redis: Redis, keys: Keys, policy: RetryPolicy | None = None):
         self.redis = redis
         self.keys = keys
@@ -228,8 +238,3 @@ class Queue:
         stream = Keys.user(self.keys.user_base(uid), uid, "events")
         rows = await self.redis.xrange(stream, min=f"({after}", count=count)
         return [(cid, JobRecord.from_json(f["j"])) for cid, f in rows]
-
-    async def oldest_event(self, uid: str) -> str | None:
-        stream = Keys.user(self.keys.user_base(uid), uid, "events")
-        rows = await self.redis.xrange(stream, count=1)
-        return rows[0][0] if rows else None

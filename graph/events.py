@@ -86,10 +86,6 @@ class EventHub:
         """Call back (with the user id) on every event, e.g. to wake the archiver."""
         self._on_event.append(callback)
 
-    @property
-    def listener_count(self) -> int:
-        return sum(len(s) for s in self._listeners.values())
-
     # ---- the reader ----
 
     async def _read(self, stream: str, last: str) -> None:
@@ -187,7 +183,7 @@ class EventHub:
             if len(page) < 500:
                 return
 
-    async def wait_for(self, uid: str, listener: Listener, timeout: float) -> None:
+    async def wait_for(self, listener: Listener, timeout: float) -> None:
         """Until an event of the user arrives (used by dequeue's long poll)."""
         try:
             await asyncio.wait_for(listener.events.get(), timeout)

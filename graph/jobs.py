@@ -156,7 +156,7 @@ class Jobs:
                 remaining = deadline - time.monotonic()
                 if job or remaining <= 0:
                     return job
-                await self.hub.wait_for(uid, listener, remaining)
+                await self.hub.wait_for(listener, remaining)
         finally:
             self.hub.remove(uid, listener)
 

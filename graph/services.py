@@ -12,9 +12,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from engine import connection
-from engine.keys import Keys
 from engine.loop import cancel_and_wait
-from engine.queue import Queue, RetryPolicy
+from engine.queue import Queue
 from engine.settings import Settings
 
 from . import metrics, store
@@ -40,14 +39,6 @@ class Services:
     renderings: Renderings = field(default_factory=Renderings)  # shared by listeners
 
 
-def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=settings.queue_max_attempts,
-        retry_base_seconds=settings.queue_retry_base_seconds,
-        events_keep=settings.queue_events_keep,
-    )
-
-
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     async with contextlib.AsyncExitStack() as stack:
@@ -63,8 +54,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         mongo = await store.open_store(settings.mongo_uri, settings.mongo_db)
         stack.callback(mongo.close)
 
-        queue = Queue(redis, Keys(settings.queue_prefix, settings.queue_shards),
-                      retry_policy(settings))
+        queue = Queue.from_settings(redis, settings)
         hub = EventHub(queue, blocking)
         await hub.start()
         stack.push_async_callback(hub.stop)

@@ -13,7 +13,6 @@ from datetime import datetime
 
 import pymongo
 from beanie import Document, init_beanie
-from pydantic import Field
 from pymongo import IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 

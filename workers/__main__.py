@@ -13,8 +13,7 @@ import signal
 import threading
 
 from engine import connection, logs, loop
-from engine.keys import Keys
-from engine.queue import Queue, RetryPolicy
+from engine.queue import Queue
 from engine.settings import Settings, load_settings
 
 from .loader import load_handler
@@ -33,13 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_worker(settings: Settings, redis_url: str, handler, burst: bool = False) -> Worker:
-    policy = RetryPolicy(
-        max_attempts=settings.queue_max_attempts,
-        retry_base_seconds=settings.queue_retry_base_seconds,
-        events_keep=settings.queue_events_keep,
-    )
-    keys = Keys(settings.queue_prefix, settings.queue_shards)
-    queue = Queue(connection.client(redis_url), keys, policy)
+    queue = Queue.from_settings(connection.client(redis_url), settings)
     config = WorkerConfig(
         concurrency=settings.queue_concurrency,
         lease_seconds=settings.queue_lease_seconds,
