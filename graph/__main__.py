@@ -15,6 +15,7 @@ from engine import logs, loop
 from engine.settings import load_settings
 
 from .app import create_app
+from .wsprotocol import FanoutWebSocketProtocol
 
 
 def main(argv=None) -> None:
@@ -29,6 +30,7 @@ def main(argv=None) -> None:
         app, host=settings.host, port=settings.port, log_config=None,
         lifespan="on", ws_max_size=settings.ws_max_message_bytes, proxy_headers=True,
         timeout_graceful_shutdown=10,
+        ws=FanoutWebSocketProtocol,  # uvicorn's own, plus a direct send for the fan-out
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down

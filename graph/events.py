@@ -43,11 +43,29 @@ def cursor_key(cursor: str) -> tuple[int, int]:
 
 
 class Listener:
+    """One subscription's place in the fan-out.
+
+    Events wait in `events` until the listener's task takes them, unless a
+    `sink` is set: then `put` hands each one on at once (no task switch per
+    listener), and `last` follows what went out. A sink that refuses an event
+    is dropped and the task takes over again from the user's stream, so
+    nothing is lost or sent twice on the way back.
+    """
+
     def __init__(self):
         self.events: asyncio.Queue = asyncio.Queue(LISTENER_BUFFER)
         self.lagged = False
+        self.last = (0, 0)  # cursor key of the last event handed on
+        self.sink: Callable[[str, JobRecord], bool] | None = None
 
     def put(self, event: tuple[str, JobRecord]) -> None:
+        if self.sink is not None:
+            if self._sink(event):
+                return
+            self.sink = None
+            self.lagged = True  # re-read the user's stream from `last`; see listen()
+            self.events.put_nowait(None)
+            return
         if self.lagged:
             return
         try:
@@ -57,6 +75,19 @@ class Listener:
             while not self.events.empty():
                 self.events.get_nowait()
             self.events.put_nowait(None)
+
+    def _sink(self, event: tuple[str, JobRecord]) -> bool:
+        key = cursor_key(event[0])
+        if key <= self.last:
+            return True  # already handed on
+        try:
+            sent = self.sink(*event)
+        except Exception:
+            log.exception("event sink failed; the listener goes back to its task")
+            return False
+        if sent:
+            self.last = key
+        return sent
 
 
 class EventHub:
@@ -146,32 +177,42 @@ class EventHub:
                 "cursor unknown or too old: it is no longer retained; "
                 "subscribe without `after` to start from now", argument="after")
 
-    async def listen(self, uid: str, after: str | None = None) -> AsyncIterator[tuple[str, JobRecord]]:
-        """The user's events: those after `after` first, then live ones, in order."""
+    async def listen(self, uid: str, after: str | None = None, *,
+                     sink: Callable[[str, JobRecord], bool] | None = None,
+                     ) -> AsyncIterator[tuple[str, JobRecord]]:
+        """The user's events: those after `after` first, then live ones, in order.
+
+        With `sink` (a function that sends an event at once and says whether
+        it could), live events go straight to it from the reader whenever this
+        generator has nothing older left to yield; the rest are yielded.
+        """
         if after is not None:
             await self.check_cursor(uid, after)
         listener = self.add(uid)
         try:
-            last = (0, 0)
             if after is not None:
                 after = "0-0" if after == "0" else after
-                last = cursor_key(after)
+                listener.last = cursor_key(after)
                 async for cursor, job in self._replay(uid, after):
-                    last = cursor_key(cursor)
+                    listener.last = cursor_key(cursor)
                     yield cursor, job
             while True:
+                if sink is not None and listener.events.empty():
+                    listener.sink = sink  # caught up: the reader sends from here on
                 event = await listener.events.get()
                 if event is None:  # fell behind: catch up from the user's stream
                     listener.lagged = False
-                    async for cursor, job in self._replay(uid, "%d-%d" % last):
-                        last = cursor_key(cursor)
+                    async for cursor, job in self._replay(uid, "%d-%d" % listener.last):
+                        listener.last = cursor_key(cursor)
                         yield cursor, job
                     continue
-                if cursor_key(event[0]) <= last:
+                key = cursor_key(event[0])
+                if key <= listener.last:
                     continue  # already replayed
-                last = cursor_key(event[0])
+                listener.last = key
                 yield event
         finally:
+            listener.sink = None
             self.remove(uid, listener)
 
     async def _replay(self, uid: str, after: str):

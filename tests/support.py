@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -39,6 +40,19 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, message
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
+
+
+async def wait_until_async(predicate, timeout: float = 20.0, interval: float = 0.02,
+                           message: str = ""):
+    """wait_until for code on the event loop: polls without blocking it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+        await asyncio.sleep(interval)
 
 
 def free_port() -> int:
