@@ -6,7 +6,7 @@ import platform
 import subprocess
 from datetime import datetime, timezone
 
-from .common import BENCH, fmt
+from .common import BENCH
 from .results import Row, cell
 
 

@@ -11,7 +11,6 @@ import asyncio
 import importlib.metadata as md
 import os
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable

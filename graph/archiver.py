@@ -23,6 +23,7 @@ from .store import save_job_snapshots
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 2.0
+LINGER_SECONDS = 0.05  # after a pass, let finishes gather: one batch, not one pass per event
 
 
 class Archiver:
@@ -81,3 +82,5 @@ class Archiver:
             except Exception:  # MongoDB down or refusing: records stay listed in Redis
                 log.exception("archiver: could not store job records; will retry")
                 await asyncio.sleep(SWEEP_SECONDS)
+            else:
+                await asyncio.sleep(LINGER_SECONDS)

@@ -43,6 +43,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Comple
 
 from .errors import ApiError
 from .metrics import OPERATIONS, SUBSCRIPTIONS
+from .render import NotPlain, compile_selection
 from .types import Job, ProcessedEvent
 from .wsprotocol import SEND_NOW
 
@@ -54,8 +55,9 @@ RENDERED_KEEP = 4096  # recent (event, document) renderings shared by listeners
 class Plan:
     """A validated `processed` subscription document and its variables."""
 
-    def __init__(self, schema: GraphQLSchema, document: DocumentNode,
+    def __init__(self, strawberry_schema, document: DocumentNode,
                  operation: OperationDefinitionNode, variables: dict, coerced):
+        schema: GraphQLSchema = strawberry_schema._schema
         self.schema = schema
         self.document = document
         self.operation_name = operation.name.value if operation.name else None
@@ -64,10 +66,16 @@ class Plan:
         definition = schema.subscription_type.fields["processed"]
         self.after = get_argument_values(definition, field, coerced).get("after")
         self.key = (id(document), json.dumps(variables, sort_keys=True))
+        self.compiled = compile_selection(strawberry_schema, field)  # None: graphql-core's way
 
     def render(self, cursor: str, record) -> str:
         """The `payload` of a `next` message for one event, as JSON text."""
         event = ProcessedEvent(cursor=cursor, job=Job.of(record))
+        if self.compiled is not None:
+            try:
+                return json.dumps({"data": self.compiled(event)}, separators=(",", ":"))
+            except NotPlain:
+                pass
         result = execute(self.schema, self.document, root_value=event,
                          variable_values=self.variables, operation_name=self.operation_name)
         return json.dumps({"data": result.data}, separators=(",", ":"))
@@ -150,7 +158,7 @@ def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None
                                       operation.variable_definitions or [], variables)
         if isinstance(coerced, list):  # variable errors: the standard path reports them
             return None
-        return Plan(strawberry_schema._schema, document, operation, variables, coerced)
+        return Plan(strawberry_schema, document, operation, variables, coerced)
     except Exception:
         log.debug("no shared rendering for this subscription", exc_info=True)
         return None

@@ -46,9 +46,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         if not url:
             url, embedded = connection.start_embedded(settings.data_dir)
             stack.callback(embedded.stop)
-        redis = connection.client(url)
+        # named, so CLIENT LIST tells the API's connections from the workers'
+        redis = connection.client(url, client_name="queue-api")
         stack.push_async_callback(redis.aclose)
-        blocking = connection.client(url)
+        blocking = connection.client(url, client_name="queue-api-events")
         stack.push_async_callback(blocking.aclose)
 
         mongo = await store.open_store(settings.mongo_uri, settings.mongo_db)

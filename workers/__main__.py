@@ -32,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_worker(settings: Settings, redis_url: str, handler, burst: bool = False) -> Worker:
-    queue = Queue.from_settings(connection.client(redis_url), settings)
+    # named, so CLIENT LIST tells the workers' connections from the API's
+    queue = Queue.from_settings(connection.client(redis_url, client_name="queue-worker"),
+                                settings)
     config = WorkerConfig(
         concurrency=settings.queue_concurrency,
         lease_seconds=settings.queue_lease_seconds,
@@ -40,7 +42,8 @@ def build_worker(settings: Settings, redis_url: str, handler, burst: bool = Fals
         shutdown_grace_seconds=settings.queue_shutdown_grace_seconds,
         burst=burst,
     )
-    return Worker(queue, handler, config, blocking_redis=connection.client(redis_url))
+    return Worker(queue, handler, config, blocking_redis=connection.client(
+        redis_url, client_name="queue-worker-wait"))
 
 
 async def serve(worker: Worker) -> None:
