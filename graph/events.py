@@ -30,6 +30,7 @@ from engine.loop import cancel_and_wait
 from engine.queue import Queue
 
 from .errors import BadUserInput
+from .metrics import CATCH_UPS
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class EventHub:
                 event = await listener.events.get()
                 if event is None:  # fell behind: catch up from the user's stream
                     listener.lagged = False
+                    CATCH_UPS.inc()
                     async for cursor, job in self._replay(uid, "%d-%d" % listener.last):
                         listener.last = cursor_key(cursor)
                         yield cursor, job

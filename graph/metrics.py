@@ -27,6 +27,9 @@ OPERATIONS = Counter(
 )
 ENQUEUED = Counter("queue_jobs_enqueued_total", "Jobs created by enqueue and enqueueMany")
 SUBSCRIPTIONS = Gauge("graphql_active_subscriptions", "Live `processed` subscriptions")
+CATCH_UPS = Counter("graphql_subscription_catch_ups_total",
+                    "Times a `processed` listener fell behind (full buffer) and caught up "
+                    "from its user's stream")
 USERS_WAITING = Gauge("queue_users_waiting", "Users with jobs waiting (in rotation or back-off)")
 JOBS_RUNNING = Gauge("queue_jobs_running", "Jobs held under a lease by a worker")
 ARCHIVE_BACKLOG = Gauge("queue_archive_backlog", "Job changes not yet stored in MongoDB")

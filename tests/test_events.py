@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
+import httpx
 import pytest
 import websockets
 from gql import Client, gql
@@ -231,3 +233,42 @@ async def test_listeners_that_vanish_leave_no_subscription_or_connection(
         ws.transport.abort()  # vanish: no close frame
     await asyncio.to_thread(wait_until, lambda: subscriptions(api_process) == 0, 20)
     assert len(redis_sync_client.client_list()) <= during_clients
+
+
+def catch_ups(api_process) -> float:
+    for line in httpx.get(api_process.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("graphql_subscription_catch_ups_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_a_listener_that_stops_reading_gets_everything_once_it_reads_again(
+        api_process, client, workers):
+    """Events go out as they come while the client keeps up; when it stops reading
+    the server's buffer fills, the listener falls back and later catches up from
+    the stream: every event arrives once, in order."""
+    big = "x" * 60_000  # 250 of these are more than the socket buffers hold
+    n = 250
+    sock = socket.create_connection(("127.0.0.1", int(api_process.port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning
+    async with websockets.connect(ws_url(api_process), sock=sock, subprotocols=[TRANSPORT_WS],
+                                  max_queue=1, max_size=None, compression=None,
+                                  ping_interval=None) as ws:
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"Authorization": f"Bearer {client.token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": "subscription{processed{cursor job{id requestData}}}"}}))
+        await asyncio.to_thread(wait_until, lambda: subscriptions(api_process) >= 1, 10)
+        before = catch_ups(api_process)
+        ids = [client.enqueue(big)["id"] for _ in range(n)]
+        assert (await asyncio.to_thread(workers.run_burst)).returncode == 0
+        # not reading: the server's buffer fills and the listener falls behind
+        await asyncio.to_thread(wait_until, lambda: catch_ups(api_process) > before, 30,
+                                0.1, "the listener to fall behind")
+        heard = []
+        while len(heard) < n:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert message["type"] == "next", message
+            heard.append(message["payload"]["data"]["processed"]["job"]["id"])
+    assert heard == ids, "every event once, in finishing order"
