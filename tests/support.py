@@ -30,28 +30,29 @@ def settings_env(settings: Settings, **extra) -> dict:
     return env
 
 
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, message: str = ""):
-    """Poll until predicate() is truthy; its value, or AssertionError at the deadline."""
+def _polls(predicate, timeout: float, message: str):
+    """predicate()'s values until one is truthy; AssertionError at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value:
-            return value
+        yield predicate()
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, message: str = ""):
+    """Poll until predicate() is truthy; its value, or AssertionError at the deadline."""
+    for value in _polls(predicate, timeout, message):
+        if value:
+            return value
         time.sleep(interval)
 
 
 async def wait_until_async(predicate, timeout: float = 20.0, interval: float = 0.02,
                            message: str = ""):
     """wait_until for code on the event loop: polls without blocking it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
+    for value in _polls(predicate, timeout, message):
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
         await asyncio.sleep(interval)
 
 
