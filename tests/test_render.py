@@ -54,7 +54,8 @@ def rendered(query: str, cursor: str, rec: JobRecord) -> str:
 @pytest.mark.parametrize("query", [
     "subscription { processed { cursor job { id status finishedAt } } }",
     "subscription { processed { job { " + " ".join(JOB_FIELDS) + " } cursor __typename } }",
-    "subscription S($a: String) { p: processed(after: $a) { c: cursor j: job { i: id s: status } } }",
+    "subscription S($a: String) { p: processed(after: $a) { c: cursor j: job { i: id s: status } }"
+    " }",
 ])
 def test_the_same_json_as_graphql_core(query, rec):
     assert rendered(query, "1764299045678-3", rec) == by_graphql_core(query, "1764299045678-3", rec)
