@@ -185,15 +185,19 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler):
         OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
         SUBSCRIPTIONS.inc()
         prefix = '{"id":%s,"type":"next","payload":' % json.dumps(operation.id)
-        send = self.websocket.ws.send_text
+
+        def message(cursor, record) -> str:
+            return prefix + renderings.get(plan, cursor, record) + "}"
+
         sink = None
         send_now = self.websocket.ws.scope.get("extensions", {}).get(SEND_NOW)
         if send_now is not None:  # under `python -m graph`: see graph/wsprotocol.py
             def sink(cursor, record) -> bool:
-                return send_now(prefix + renderings.get(plan, cursor, record) + "}")
+                return send_now(message(cursor, record))
+        send = self.websocket.ws.send_text
         try:
             async for cursor, record in hub.listen(uid, plan.after, sink=sink):
-                await send(prefix + renderings.get(plan, cursor, record) + "}")
+                await send(message(cursor, record))
             await operation.send_operation_message(
                 CompleteMessage(id=operation.id, type="complete"))
         except Exception as exc:  # the socket went away, or the hub failed
