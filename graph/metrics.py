@@ -12,12 +12,15 @@ import logging
 import time
 from collections.abc import Iterator
 
+from graphql import GraphQLError
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 
 from engine.keys import Keys
 from engine.queue import Queue
+
+from .errors import classify
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +46,23 @@ class OperationMetrics(SchemaExtension):
     """Count each operation with the contract code of its first error, or OK."""
 
     def on_operation(self) -> Iterator[None]:
-        yield
-        ctx = self.execution_context
-        result = ctx.result
-        errors = getattr(result, "errors", None) or []
+        try:
+            yield
+        except GraphQLError as error:  # a hook refused the document (ParserCache parses
+            self._count(classify(error))  # in on_parse): strawberry answers it as an error
+            raise
+        errors = getattr(self.execution_context.result, "errors", None) or []
         code = "OK"
         if errors:
             code = (errors[0].extensions or {}).get("code", "INTERNAL_SERVER_ERROR")
-        op_type = ctx.operation_type.value if ctx.operation_type else "unknown"
+        self._count(code)
+
+    def _count(self, code: str) -> None:
+        ctx = self.execution_context
+        try:
+            op_type = ctx.operation_type.value
+        except RuntimeError:  # the document did not parse: there is no operation
+            op_type = "unknown"
         OPERATIONS.labels(ctx.operation_name or "anonymous", op_type, code).inc()
 
 

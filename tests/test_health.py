@@ -1,5 +1,7 @@
 """The operational endpoints: liveness, readiness, metrics."""
 
+import pytest
+
 from tests.support import free_port
 
 
@@ -60,3 +62,24 @@ def test_metrics_show_waiting_work_and_operations(api_process):
     assert metric(text, "queue_next_job_wait_seconds") > 0
     assert metric(text, "queue_jobs_enqueued_total") >= 1
     assert 'graphql_operations_total{code="OK",operation="anonymous",type="mutation"}' in text
+
+
+def counted(app_client, code: str) -> float:
+    """graphql_operations_total summed over operations, for one code."""
+    total = 0.0
+    for line in app_client.get("/metrics").text.splitlines():
+        if line.startswith("graphql_operations_total{") and f'code="{code}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize("query, code", [
+    ("{ me { id ", "GRAPHQL_PARSE_FAILED"),
+    ("{ nope }", "GRAPHQL_VALIDATION_FAILED"),
+    ("{ " + "me { id } " * 2000 + "}", "QUERY_TOO_COMPLEX"),  # over the token limit
+])
+def test_refused_documents_are_counted_with_their_code(app_client, query, code):
+    before = counted(app_client, code)
+    reply = app_client.post("/graphql", json={"query": query}).json()
+    assert reply["errors"][0]["extensions"]["code"] == code
+    assert counted(app_client, code) == before + 1
