@@ -1,4 +1,4 @@
-"""`processed` over graphql-transport-ws, rendered once per event, sent as is.
+"""`processed` over WebSockets, rendered once per event, sent as is.
 
 Strawberry executes a subscription's selection set again for every listener
 and every event, then encodes the JSON again: with ten listeners of one user
@@ -18,6 +18,8 @@ limits stay exactly as they are there.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -40,6 +42,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import CompleteMessage
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    CompleteMessage as LegacyComplete,
+)
 
 from .errors import ApiError
 from .metrics import OPERATIONS, SUBSCRIPTIONS
@@ -164,44 +170,77 @@ def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None
         return None
 
 
+async def _caller(context, plan: Plan) -> str | None:
+    """The listener's user id once the checks the standard path would make pass;
+    None lets the standard path run and report the error (token, cursor)."""
+    try:
+        uid = await context.user_id()
+        if plan.after is not None:
+            await context.services.hub.check_cursor(uid, plan.after)
+    except ApiError:
+        return None
+    return uid
+
+
+async def _stream(ws, services, plan: Plan, uid: str, prefix: str) -> None:
+    """Send the user's events to one listener, each message `prefix` + payload + "}".
+
+    Returns if the event stream ends; raises when the socket goes away."""
+    renderings = services.renderings
+
+    def message(cursor, record) -> str:
+        return prefix + renderings.get(plan, cursor, record) + "}"
+
+    sink = None
+    send_now = ws.scope.get("extensions", {}).get(SEND_NOW)
+    if send_now is not None:  # under `python -m graph`: see graph/wsprotocol.py
+        def sink(cursor, record) -> bool:
+            return send_now(message(cursor, record))
+    OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
+    SUBSCRIPTIONS.inc()
+    try:
+        async for cursor, record in services.hub.listen(uid, plan.after, sink=sink):
+            await ws.send_text(message(cursor, record))
+    finally:
+        SUBSCRIPTIONS.dec()
+
+
 class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler):
     """graphql-transport-ws with the shared-rendering path for `processed`."""
 
     async def run_operation(self, operation) -> None:
         plan = plan_for(self.schema, operation.query, operation.variables,
                         operation.operation_name)
-        if plan is None:
+        uid = plan and await _caller(self.context, plan)
+        if uid is None:
             return await super().run_operation(operation)
-        context = self.context
-        hub = context.services.hub
-        renderings = context.services.renderings
-        try:  # the checks the standard path would make; it reports their errors
-            uid = await context.user_id()
-            if plan.after is not None:
-                await hub.check_cursor(uid, plan.after)
-        except ApiError:
-            return await super().run_operation(operation)
-
-        OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
-        SUBSCRIPTIONS.inc()
         prefix = '{"id":%s,"type":"next","payload":' % json.dumps(operation.id)
-
-        def message(cursor, record) -> str:
-            return prefix + renderings.get(plan, cursor, record) + "}"
-
-        sink = None
-        send_now = self.websocket.ws.scope.get("extensions", {}).get(SEND_NOW)
-        if send_now is not None:  # under `python -m graph`: see graph/wsprotocol.py
-            def sink(cursor, record) -> bool:
-                return send_now(message(cursor, record))
-        send = self.websocket.ws.send_text
         try:
-            async for cursor, record in hub.listen(uid, plan.after, sink=sink):
-                await send(message(cursor, record))
+            await _stream(self.websocket.ws, self.context.services, plan, uid, prefix)
             await operation.send_operation_message(
                 CompleteMessage(id=operation.id, type="complete"))
         except Exception as exc:  # the socket went away, or the hub failed
             log.debug("processed subscription %s ended: %r", operation.id, exc)
             self.operations.pop(operation.id, None)
+
+
+class FanoutGraphQLWSHandler(BaseGraphQLWSHandler):
+    """The legacy graphql-ws protocol with the same path for `processed`."""
+
+    async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
+        plan = plan_for(self.schema, query, variables, operation_name)
+        uid = plan and await _caller(self.context, plan)
+        if uid is None:
+            return await super().handle_async_results(operation_id, query, operation_name,
+                                                      variables)
+        prefix = '{"type":"data","id":%s,"payload":' % json.dumps(operation_id)
+        try:
+            await _stream(self.websocket.ws, self.context.services, plan, uid, prefix)
+            await self.send_message(LegacyComplete(type="complete", id=operation_id))
+        except asyncio.CancelledError:  # `stop` from the client: as strawberry answers it
+            with contextlib.suppress(Exception):
+                await self.send_message(LegacyComplete(type="complete", id=operation_id))
+        except Exception as exc:  # the socket went away, or the hub failed
+            log.debug("processed subscription %s ended: %r", operation_id, exc)
         finally:
-            SUBSCRIPTIONS.dec()
+            self.tasks.pop(operation_id, None)

@@ -35,7 +35,7 @@ from strawberry.types.graphql import OperationType
 
 from .context import Context
 from .errors import CODES, ApiError, fix_all
-from .fanout import FanoutTransportWSHandler
+from .fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
 from .graphiql import LocalGraphiQL
 
 log = logging.getLogger("graph.view")
@@ -112,6 +112,7 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
 class GraphQLView(LocalGraphiQL, GraphQL):
     websocket_adapter_class = WebSocketAdapter
     graphql_transport_ws_handler_class = FanoutTransportWSHandler  # shared renderings
+    graphql_ws_handler_class = FanoutGraphQLWSHandler  # the same, legacy protocol
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

@@ -64,3 +64,31 @@ def test_events_of_two_users_with_the_same_cursor_are_not_mixed_up():
     ann = renderings.get(plan, "1700000000000-0", finished("ann", "job-of-ann"))
     bob = renderings.get(plan, "1700000000000-0", finished("bob", "job-of-bob"))
     assert "job-of-ann" in ann and "job-of-bob" in bob
+
+
+def test_legacy_graphql_ws_listeners_share_the_rendering_too(api, app_client, workers):
+    client = api.as_user()
+    job = client.enqueue("old")
+    assert workers.run_burst().returncode == 0
+
+    def next_data(ws):
+        while True:
+            message = ws.receive_json()
+            if message["type"] != "ka":  # the legacy protocol's keep-alive
+                return message
+
+    with app_client.websocket_connect("/graphql", subprotocols=["graphql-ws"]) as one, \
+            app_client.websocket_connect("/graphql", subprotocols=["graphql-ws"]) as two:
+        for ws in (one, two):
+            ws.send_json({"type": "connection_init",
+                          "payload": {"Authorization": f"Bearer {client.token}"}})
+            assert next_data(ws)["type"] == "connection_ack"
+            ws.send_json({"id": "7", "type": "start",
+                          "payload": {"query": SUB, "variables": {"a": "0"}}})
+        first, second = next_data(one), next_data(two)
+        one.send_json({"id": "7", "type": "stop"})
+        assert next_data(one) == {"type": "complete", "id": "7"}
+    assert first == second == {"type": "data", "id": "7", "payload": {"data": {"processed": {
+        "cursor": first["payload"]["data"]["processed"]["cursor"],
+        "job": {"id": job["id"], "processedData": "old"}}}}}
+    assert len(app_client.app.state.services.renderings._done) == 1, "rendered once"
