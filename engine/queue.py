@@ -162,9 +162,8 @@ class Queue:
         lease_seconds: float,
     ) -> Batch:
         """Record an attempt's outcome and claim up to claim_n more jobs."""
-        reply = await self._scripts["finish"](
-            keys=[self.keys.user_base(job.user_id)],
-            args=self._finish_args(job, ok, value, claim_n, owner, lease_seconds))
+        reply = await self._run("finish", self.keys.user_base(job.user_id),
+                                *self._finish_args(job, ok, value, claim_n, owner, lease_seconds))
         return _batch(reply[1:], verdict=reply[0])
 
     async def finish_many(
