@@ -61,21 +61,24 @@ class Listener:
 
     def put(self, event: tuple[str, JobRecord]) -> None:
         if self.sink is not None:
-            if self._sink(event):
-                return
-            self.sink = None
-            self.lagged = True  # re-read the user's stream from `last`; see listen()
-            self.events.put_nowait(None)
+            if not self._sink(event):
+                self._fall_behind()
             return
         if self.lagged:
             return
         try:
             self.events.put_nowait(event)
         except asyncio.QueueFull:
-            self.lagged = True  # drop the backlog, re-read the user's stream; see listen()
-            while not self.events.empty():
-                self.events.get_nowait()
-            self.events.put_nowait(None)
+            self._fall_behind()
+
+    def _fall_behind(self) -> None:
+        """Drop what waits and tell the task to re-read the user's stream from
+        `last` (see listen()); events until then are read there, not queued."""
+        self.sink = None
+        self.lagged = True
+        while not self.events.empty():
+            self.events.get_nowait()
+        self.events.put_nowait(None)
 
     def _sink(self, event: tuple[str, JobRecord]) -> bool:
         key = cursor_key(event[0])
