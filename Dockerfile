@@ -15,6 +15,7 @@ COPY pyproject.toml README.md ./
 COPY engine ./engine
 COPY graph ./graph
 COPY workers ./workers
+COPY client ./client
 RUN pip wheel --wheel-dir /wheels .
 
 # ---- runtime ----

@@ -1,4 +1,4 @@
-"""`python -m graph.cli` run as a user runs it: subprocesses against a real API
+"""The `userqueue` command (`python -m client`) run as a user runs it: subprocesses against a real API
 process and a real worker, with the token kept in a file of the test's own."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def cli(api_process, tmp_path):
                USERQUEUE_TOKEN_FILE=str(token_file))
 
     def run(*args, input=None, timeout=60, **extra_env):
-        return subprocess.run([sys.executable, "-m", "graph.cli", *args], input=input, check=False,
+        return subprocess.run([sys.executable, "-m", "client", *args], input=input, check=False,
                               env={**env, **extra_env}, capture_output=True, text=True,
                               timeout=timeout, cwd=tmp_path)
 
     def popen(*args):
-        return subprocess.Popen([sys.executable, "-m", "graph.cli", *args], env=env, cwd=tmp_path,
+        return subprocess.Popen([sys.executable, "-m", "client", *args], env=env, cwd=tmp_path,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     run.popen = popen

@@ -1,11 +1,11 @@
-"""`python -m graph.cli`: the queue from a terminal, over the public GraphQL API.
+"""`userqueue` (or `python -m client`): the queue from a terminal, over the public GraphQL API.
 
-    python -m graph.cli register alice            # asks for a password
-    python -m graph.cli login alice               # keeps the token in a 0600 file
-    python -m graph.cli enqueue "hello" "world"   # or one request per line on stdin
-    python -m graph.cli dequeue --wait 10         # the next finished job's result
-    python -m graph.cli watch                     # live `processed` events, with a progress line
-    python -m graph.cli stats | job ID | logout
+    userqueue register alice            # asks for a password
+    userqueue login alice               # keeps the token in a 0600 file
+    userqueue enqueue "hello" "world"   # or one request per line on stdin
+    userqueue dequeue --wait 10         # the next finished job's result
+    userqueue watch                     # live `processed` events, with a progress line
+    userqueue stats | job ID | logout
 
 Passwords are read from the terminal (no echo), from the first line of stdin
 with --password-stdin, or from USERQUEUE_PASSWORD; never from the command line,
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import closing, suppress
 from pathlib import Path
 
 import httpx
@@ -64,7 +65,7 @@ def save_token(path: Path, token: str) -> None:
             f.write(token + "\n")
         os.replace(tmp, path)
     except BaseException:
-        with _ignore(OSError):
+        with suppress(OSError):
             os.unlink(tmp)
         raise
 
@@ -77,19 +78,8 @@ def load_token(args) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        raise CliError(f"not logged in (no token in {path}); run: python -m graph.cli login "
+        raise CliError(f"not logged in (no token in {path}); run: userqueue login "
                        "USERNAME", "UNAUTHENTICATED") from None
-
-
-class _ignore:
-    def __init__(self, *exc):
-        self.exc = exc
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        return kind is not None and issubclass(kind, self.exc)
 
 
 # ---- GraphQL over HTTP ----
@@ -151,7 +141,7 @@ def read_password(args, confirm: bool = False) -> str:
 
 def cmd_register(args) -> int:
     password = read_password(args, confirm=True)
-    with _closing(client(args, auth=False)) as c:
+    with closing(client(args, auth=False)) as c:
         user = c.call("mutation($u:String!,$p:String!){register(username:$u,password:$p)"
                       "{id username}}", {"u": args.username, "p": password})["register"]
     print(f"registered {user['username']} ({user['id']})")
@@ -165,7 +155,7 @@ def cmd_login(args) -> int:
 
 
 def _login(args, password: str) -> int:
-    with _closing(client(args, auth=False)) as c:
+    with closing(client(args, auth=False)) as c:
         data = c.call("mutation($u:String!,$p:String!){login(username:$u,password:$p)"
                       "{token expiresAt user{username}}}",
                       {"u": args.username, "p": password})["login"]
@@ -178,7 +168,7 @@ def _login(args, password: str) -> int:
 
 def cmd_logout(args) -> int:
     path = token_path(args)
-    with _ignore(FileNotFoundError):
+    with suppress(FileNotFoundError):
         path.unlink()
     print(f"token removed from {path}")
     return 0
@@ -210,7 +200,7 @@ def cmd_enqueue(args) -> int:
         raise CliError("--batch must be at least 1")
     query = f"mutation($i:[EnqueueInput!]!){{enqueueMany(items:$i){{{JOB_FIELDS}}}}}"
     count = 0
-    with _closing(client(args)) as c:
+    with closing(client(args)) as c:
         for batch in _batches(_requests(args), args.batch):
             items = []
             for data in batch:
@@ -236,7 +226,7 @@ def cmd_enqueue(args) -> int:
 def cmd_dequeue(args) -> int:
     query = f"mutation($w:Float){{dequeue(waitSeconds:$w){{{JOB_FIELDS}}}}}"
     got = 0
-    with _closing(client(args)) as c:
+    with closing(client(args)) as c:
         while True:
             job = c.call(query, {"w": args.wait})["dequeue"]
             if job is None:
@@ -255,7 +245,7 @@ def cmd_dequeue(args) -> int:
 
 
 def cmd_job(args) -> int:
-    with _closing(client(args)) as c:
+    with closing(client(args)) as c:
         job = c.call(f"query($id:ID!){{job(id:$id){{{JOB_FIELDS}}}}}", {"id": args.id})["job"]
     if job is None:
         raise CliError(f"no job {args.id}", "NOT_FOUND")
@@ -264,7 +254,7 @@ def cmd_job(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    with _closing(client(args)) as c:
+    with closing(client(args)) as c:
         stats = c.call("{queueStats{queued processing ready}}")["queueStats"]
     print(json.dumps(stats) if args.json else
           f"queued {stats['queued']}  processing {stats['processing']}  ready {stats['ready']}")
@@ -311,7 +301,7 @@ class Progress:
         now = time.monotonic()
         if self.stats_client and (force_stats or now - self._stats_at >= 1.0):
             self._stats_at = now
-            with _ignore(CliError):
+            with suppress(CliError):
                 self.stats = self.stats_client.call("{queueStats{queued processing ready}}")[
                     "queueStats"]
         seen = self.completed + self.failed
@@ -398,7 +388,7 @@ def cmd_watch(args) -> int:
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else None
                 if code == 4403:
-                    raise CliError("the server refused the token; run: python -m graph.cli "
+                    raise CliError("the server refused the token; run: userqueue "
                                    "login USERNAME", "UNAUTHENTICATED") from None
                 if code is not None and 4400 <= code < 4500:
                     raise CliError(f"the server closed the subscription: {code} "
@@ -426,21 +416,10 @@ def _graphql_error(errors) -> CliError:
     return CliError(first.get("message", "error"), (first.get("extensions") or {}).get("code"))
 
 
-class _closing:
-    def __init__(self, c: Client):
-        self.c = c
-
-    def __enter__(self) -> Client:
-        return self.c
-
-    def __exit__(self, *exc):
-        self.c.close()
-
-
 # ---- arguments ----
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m graph.cli",
+    p = argparse.ArgumentParser(prog="userqueue",
                                 description="The userqueue service from a terminal.",
                                 epilog="Exit codes: 0 done, 1 error, 3 nothing to dequeue.")
     p.add_argument("--url", default=os.environ.get("USERQUEUE_URL", DEFAULT_URL),
