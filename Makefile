@@ -10,7 +10,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	# GraphiQL's scripts, served by the API itself (without them the page uses a CDN)
-	-command -v npm >/dev/null && npm ci --prefix graph/graphiql-assets --no-audit --no-fund --silent
+	-command -v npm >/dev/null && npm ci --prefix graph/http/graphiql-assets --no-audit --no-fund --silent
 	# the Node example client, which tests/test_examples.py runs
 	-command -v npm >/dev/null && npm ci --prefix examples --no-audit --no-fund --silent
 	touch $@

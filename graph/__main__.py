@@ -15,7 +15,7 @@ from engine import logs, loop
 from engine.settings import load_settings
 
 from .app import create_app
-from .wsprotocol import FanoutWebSocketProtocol
+from .live.wsprotocol import FanoutWebSocketProtocol
 
 
 def main(argv=None) -> None:

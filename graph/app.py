@@ -11,12 +11,12 @@ from starlette.routing import Route, WebSocketRoute
 
 from engine.settings import Settings
 
-from . import graphiql, health
-from .middleware import SizeLimits
-from .requestid import RequestId
+from .http import graphiql, health
+from .http.middleware import SizeLimits
+from .http.requestid import RequestId
 from .schema import build_schema
 from .services import open_services
-from .view import GraphQLView
+from .http.view import GraphQLView
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from . import requestid
+from .http import requestid
 from .auth import bearer, token_from_connection_params
 from .jobs import Jobs
 from .services import Services

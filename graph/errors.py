@@ -69,7 +69,7 @@ class QueryTooComplex(ApiError):
 
 # Messages of the limits: strawberry's extensions, graphql-core's parser
 # (tokens, nesting), its introspection-depth rule and validation complexity
-# budget ("Validation aborted."), and graph.limits.
+# budget ("Validation aborted."), and graph.http.limits.
 _TOO_COMPLEX = re.compile(
     r"exceeds maximum operation depth|aliases found|more than \d+ tokens|too complex"
     r"|nested too deeply|maximum introspection depth|fields selected|^Validation aborted\.$",

@@ -14,7 +14,7 @@ from engine.jobs import JobRecord, JobStatus, ms_to_datetime
 from engine.settings import Settings
 
 from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
-from .events import EventHub
+from .live.events import EventHub
 from .archiver import Archiver
 from .store import Job
 

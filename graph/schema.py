@@ -11,7 +11,7 @@ from strawberry.types.unset import UNSET
 from engine.settings import Settings
 
 from .context import Context
-from .metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
+from .http.metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
 from .types import (
     AuthPayload,
     EnqueueInput,
@@ -25,7 +25,7 @@ from .types import (
     User,
 )
 from .jobs import encode_cursor
-from .limits import schema_extensions
+from .http.limits import schema_extensions
 
 CtxInfo = Info[Context, None]
 

@@ -16,12 +16,13 @@ from engine.loop import cancel_and_wait
 from engine.queue import Queue
 from engine.settings import Settings
 
-from . import metrics, store
+from . import store
+from .http import metrics
 from .accounts import Accounts
 from .archiver import Archiver
 from .auth import Tokens
-from .events import EventHub
-from .fanout import Renderings
+from .live.events import EventHub
+from .live.fanout import Renderings
 
 log = logging.getLogger(__name__)
 

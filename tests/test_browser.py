@@ -4,7 +4,7 @@ opens /graphql on a real API process, types queries, runs them, and reads the
 result pane.
 
 No request may leave the machine: GraphiQL's scripts and styles are served by
-the API itself (graph/graphiql.py, from `npm ci --prefix graph/graphiql-assets`).
+the API itself (graph/http/graphiql.py, from `npm ci --prefix graph/graphiql-assets`).
 
 Skipped only where no Chromium is installed (`apt-get install chromium`);
 CHROMIUM_PATH names another binary.
@@ -88,7 +88,7 @@ def test_graphiql_runs_queries_in_headless_chromium(browser_page, api_process):
     html = httpx.get(f"{api_process.url}/graphql", headers={"Accept": "text/html"}).text
     assert "unpkg.com" not in html, (
         "GraphiQL still loads its assets from the CDN: run `npm ci --prefix graph/graphiql-assets` "
-        "(and check the wiring described in graph/graphiql.py)")
+        "(and check the wiring described in graph/http/graphiql.py)")
 
     page.goto(f"{api_process.url}/graphql", wait_until="load")
     page.wait_for_selector(".graphiql-query-editor .CodeMirror")

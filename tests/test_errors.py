@@ -182,7 +182,7 @@ def test_a_masked_error_leaves_the_other_fields_answered(api, monkeypatch):
 
 def test_an_error_outside_graphql_is_a_masked_json_500(api, monkeypatch):
     """A bug in the view itself still answers JSON with an id, not a bare 500 page."""
-    from graph.view import GraphQLView
+    from graph.http.view import GraphQLView
 
     async def broken(self, request, response):
         raise RuntimeError("secret")

@@ -1,11 +1,11 @@
 """`processed` events are rendered once and sent as the same bytes to every
-listener of a user (graph/fanout.py), with the same payload strawberry sends."""
+listener of a user (graph/live/fanout.py), with the same payload strawberry sends."""
 
 from __future__ import annotations
 
 import json
 
-from graph.fanout import plan_for
+from graph.live.fanout import plan_for
 from graph.schema import build_schema
 
 SUB = "subscription($a: String) { processed(after: $a) { cursor job { id processedData } } }"
@@ -53,7 +53,7 @@ def test_events_of_two_users_with_the_same_cursor_are_not_mixed_up():
     from datetime import datetime, timezone
 
     from engine.jobs import JobRecord, JobStatus
-    from graph.fanout import Renderings
+    from graph.live.fanout import Renderings
 
     def finished(uid, jid):
         return JobRecord(id=jid, user_id=uid, request_data="x", status=JobStatus.COMPLETED,

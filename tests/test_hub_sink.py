@@ -11,7 +11,7 @@ import pytest
 
 from engine import connection
 from engine.queue import Queue
-from graph.events import EventHub
+from graph.live.events import EventHub
 from tests.support import wait_until_async
 
 OWNER = "test-hub-sink"

@@ -32,7 +32,7 @@ def _schema_uses_graph_limits() -> bool:
 
 needs_graph_limits = pytest.mark.skipif(
     not _schema_uses_graph_limits(),
-    reason="graph/schema.py build_schema does not use graph.limits.schema_extensions yet")
+    reason="graph/schema.py build_schema does not use graph.http.limits.schema_extensions yet")
 
 
 @pytest.fixture
@@ -284,7 +284,7 @@ def run_asgi(wrap, chunks: list[bytes], headers=()) -> tuple[int, bytes, bool]:
 
 
 def test_a_chunked_body_is_cut_off_at_the_limit_before_the_app_sees_it():
-    from graph.middleware import SizeLimits
+    from graph.http.middleware import SizeLimits
 
     def wrap(inner):
         return SizeLimits(inner, max_body_bytes=10_000, max_ws_message_bytes=10_000)

@@ -1,4 +1,4 @@
-"""The compiled rendering of `processed` events (graph/render.py) gives the same
+"""The compiled rendering of `processed` events (graph/live/render.py) gives the same
 JSON as graphql-core executing the same document, or steps aside."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.jobs import JobRecord, JobStatus
-from graph.fanout import plan_for
+from graph.live.fanout import plan_for
 from graph.schema import build_schema
 from graph.types import Job, ProcessedEvent
 

@@ -20,7 +20,7 @@ from strawberry.extensions import SchemaExtension
 from engine.keys import Keys
 from engine.queue import Queue
 
-from .errors import classify
+from ..errors import classify
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,12 @@ from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from .context import Context
-from .errors import CODES, ApiError, fix_all
-from .fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
+from ..context import Context
+from ..errors import CODES, ApiError, fix_all
+from ..live.fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
 from .graphiql import LocalGraphiQL
 
-log = logging.getLogger("graph.view")
+log = logging.getLogger("graph.http.view")
 
 MAX_JSON_DEPTH = 64  # far above any real request; deeper is refused before GraphQL sees it
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -41,7 +41,7 @@ from strawberry.extensions.max_aliases import create_validator as max_aliases_ru
 
 from engine.settings import Settings
 
-from .errors import ErrorCodes
+from ..errors import ErrorCodes
 
 # Breadth: fields selected by one document, fragments expanded. GraphiQL's
 # introspection query selects about 250. Not yet a setting of its own.

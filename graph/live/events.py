@@ -29,8 +29,8 @@ from engine.keys import Keys
 from engine.loop import cancel_and_wait
 from engine.queue import Queue
 
-from .errors import BadUserInput
-from .metrics import CATCH_UPS
+from ..errors import BadUserInput
+from ..http.metrics import CATCH_UPS
 
 log = logging.getLogger(__name__)
 

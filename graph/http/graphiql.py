@@ -5,7 +5,7 @@ unpkg.com, which a machine without internet access (CI, an air-gapped site)
 cannot reach: the page then stays on "Loading...". The same files, at exactly
 the versions the page names, come from npm:
 
-    npm ci --prefix graph/graphiql-assets     # graph/graphiql-assets/package.json
+    npm ci --prefix graph/http/graphiql-assets     # graph/http/graphiql-assets/package.json
 
 When they are installed (or `GRAPHIQL_ASSETS_DIR` names another `node_modules`
 holding them), the page's unpkg URLs are rewritten to `graphiql-assets/...`,
@@ -17,7 +17,7 @@ left as strawberry wrote it (assets from the CDN), and that is logged once.
 
 Wiring (two lines each):
 
-    # graph/view.py
+    # graph/http/view.py
     from .graphiql import LocalGraphiQL
     class GraphQLView(LocalGraphiQL, GraphQL): ...
 
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 CDN = "https://unpkg.com/"
 ROUTE_PREFIX = "graphiql-assets/"  # relative to the GraphQL page: /graphql -> /graphiql-assets/...
 DEFAULT_DIR = Path(__file__).resolve().parent / "graphiql-assets" / "node_modules"
-INSTALL_HINT = "npm ci --prefix graph/graphiql-assets"
+INSTALL_HINT = "npm ci --prefix graph/http/graphiql-assets"
 
 # <script src="https://unpkg.com/react@18.2.0/umd/..." integrity="sha384-..."> and <link href=...>
 _TAG = re.compile(r"<(?:script|link)\b[^>]*>", re.DOTALL)

@@ -8,7 +8,7 @@ skips that: each event is executed once per distinct document and variables,
 and every listener of it sends the same bytes.
 
 Once a listener has caught up, the event hub hands it each new event itself
-and the connection writes it at once (graph/wsprotocol.py): no task switch
+and the connection writes it at once (graph/live/wsprotocol.py): no task switch
 and no middleware per listener and message.
 
 Anything else (other operations, documents with errors, a bad `after`, a
@@ -47,10 +47,10 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     CompleteMessage as LegacyComplete,
 )
 
-from .errors import ApiError
-from .metrics import OPERATIONS, SUBSCRIPTIONS
+from ..errors import ApiError
+from ..http.metrics import OPERATIONS, SUBSCRIPTIONS
 from .render import NotPlain, compile_selection
-from .types import Job, ProcessedEvent
+from ..types import Job, ProcessedEvent
 from .wsprotocol import SEND_NOW
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ async def _stream(ws, services, plan: Plan, uid: str, prefix: str) -> None:
 
     sink = None
     send_now = ws.scope.get("extensions", {}).get(SEND_NOW)
-    if send_now is not None:  # under `python -m graph`: see graph/wsprotocol.py
+    if send_now is not None:  # under `python -m graph`: see graph/live/wsprotocol.py
         def sink(cursor, record) -> bool:
             return send_now(message(cursor, record))
     OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
