@@ -47,26 +47,32 @@ class JobRecord:
     def from_fields(cls, f: dict, job_id: str | None = None) -> "JobRecord":
         """From a Redis hash (HGETALL) or its JSON copy in an event. A waiting
         job's hash omits id, status, attempts and version (see _lib.lua)."""
-        return cls(
-            id=f.get("id") or job_id,
-            user_id=f["uid"],
-            request_data=f.get("data", ""),
-            status=JobStatus(f.get("status", "QUEUED")),
-            attempts=int(f.get("attempts", 0)),
-            created_at=ms_to_datetime(f["created"]),
-            processed_data=f.get("result"),
-            error=f.get("error"),
-            last_error=f.get("last_error"),
-            started_at=ms_to_datetime(f.get("started")),
-            finished_at=ms_to_datetime(f.get("finished")),
-            dequeued_at=ms_to_datetime(f.get("dequeued")),
-            idempotency_key=f.get("idem"),
-            version=int(f.get("v", 0)),
-        )
+        values = {attr: convert(f[name]) for attr, (name, convert) in HASH_FIELDS.items()
+                  if f.get(name) is not None}
+        return cls(id=f.get("id") or job_id, user_id=f["uid"],
+                   status=JobStatus(f.get("status", "QUEUED")),
+                   **{"request_data": "", "attempts": 0, **values})
 
     @classmethod
     def from_json(cls, body: str) -> "JobRecord":
         return cls.from_fields(json.loads(body))
+
+
+# JobRecord attribute -> (its field in the Redis hash, how to read it): the one
+# place the engine's short hash names meet the record's names.
+HASH_FIELDS = {
+    "request_data": ("data", str),
+    "attempts": ("attempts", int),
+    "created_at": ("created", ms_to_datetime),
+    "processed_data": ("result", str),
+    "error": ("error", str),
+    "last_error": ("last_error", str),
+    "started_at": ("started", ms_to_datetime),
+    "finished_at": ("finished", ms_to_datetime),
+    "dequeued_at": ("dequeued", ms_to_datetime),
+    "idempotency_key": ("idem", str),
+    "version": ("v", int),
+}
 
 
 @dataclass(slots=True)

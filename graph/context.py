@@ -10,7 +10,7 @@ from starlette.requests import HTTPConnection
 
 from .http import requestid
 from .auth import bearer, token_from_connection_params
-from .jobs import Jobs
+from .jobs import JobService
 from .services import Services
 
 
@@ -23,9 +23,9 @@ class Context:
     _user_id: str | None = None
 
     @cached_property
-    def jobs(self) -> Jobs:
+    def jobs(self) -> JobService:
         s = self.services
-        return Jobs(s.queue, s.hub, s.archiver, s.settings)
+        return JobService(s.queue, s.hub, s.archiver, s.settings)
 
     @property
     def client_address(self) -> str:

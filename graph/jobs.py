@@ -16,7 +16,7 @@ from engine.settings import Settings
 from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
 from .live.events import EventHub
 from .archiver import Archiver
-from .store import Job
+from .store import JobDocument
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ def decode_cursor(cursor: str) -> str:
     return raw[4:]
 
 
-class Jobs:
+class JobService:
+    """The queue's use cases for one API process: checks, then the engine and the history."""
+
     def __init__(self, queue: engine.Queue, hub: EventHub, archiver: Archiver,
                  settings: Settings):
         self.queue = queue
@@ -114,7 +116,7 @@ class Jobs:
         live = await self.queue.get(uid, jid)
         if live is not None:
             return live
-        doc = await Job.find_one(Job.id == jid, Job.user_id == uid)
+        doc = await JobDocument.find_one(JobDocument.id == jid, JobDocument.user_id == uid)
         return doc.to_record() if doc else None
 
     async def page(self, uid: str, status: str | None, first: int, after: str | None):
@@ -122,12 +124,12 @@ class Jobs:
         if not 0 <= first <= MAX_PAGE:
             raise BadUserInput(f"first must be between 0 and {MAX_PAGE}", argument="first")
         await self.archiver.flush()  # read your own writes: records of new jobs
-        query = [Job.user_id == uid]
+        query = [JobDocument.user_id == uid]
         if after:
-            query.append(Job.id < decode_cursor(after))
+            query.append(JobDocument.id < decode_cursor(after))
         if status:
-            query.append(Job.status == status)
-        docs = await Job.find(*query).sort(-Job.id).limit(first + 1).to_list()
+            query.append(JobDocument.status == status)
+        docs = await JobDocument.find(*query).sort(-JobDocument.id).limit(first + 1).to_list()
         has_next = len(docs) > first
         records = [d.to_record() for d in docs[:first]]
         live = await self.queue.get_many(uid, [r.id for r in records if not r.status.terminal
@@ -168,7 +170,7 @@ class Jobs:
                            status=exc.status) from None
         if job is not None:
             return job
-        old = await Job.find_one(Job.id == jid, Job.user_id == uid)
+        old = await JobDocument.find_one(JobDocument.id == jid, JobDocument.user_id == uid)
         if old is None:
             raise NotFound("no such job")
         raise Conflict(f"only a QUEUED job can be cancelled; this one is {old.status.value}",

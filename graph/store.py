@@ -9,6 +9,7 @@ bridges them.
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from datetime import datetime
 
 import pymongo
@@ -32,8 +33,11 @@ class User(Document):
         indexes = [IndexModel("username_key", unique=True)]
 
 
-class Job(Document):
-    """The history of one job; written at enqueue, then by the archiver."""
+class JobDocument(Document):
+    """The history of one job in MongoDB; written at enqueue, then by the archiver.
+
+    Its fields are the engine's JobRecord fields of the same names (mapped by
+    name below, never copied by hand); `last_error` stays in Redis."""
 
     id: str  # type: ignore[assignment]  # the engine's job id
     user_id: str
@@ -59,29 +63,16 @@ class Job(Document):
 
     @classmethod
     def fields_of(cls, job: JobRecord) -> dict:
-        return {
-            "user_id": job.user_id,
-            "request_data": job.request_data,
-            "status": job.status.value,
-            "attempts": job.attempts,
-            "processed_data": job.processed_data,
-            "error": job.error,
-            "created_at": job.created_at,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "dequeued_at": job.dequeued_at,
-            "idempotency_key": job.idempotency_key,
-            "version": job.version,
-        }
+        """The record's values for this document, by field name (`id` is the key)."""
+        return {name: getattr(job, name) for name in _STORED}
 
     def to_record(self) -> JobRecord:
-        return JobRecord(
-            id=self.id, user_id=self.user_id, request_data=self.request_data,
-            status=JobStatus(self.status), attempts=self.attempts, created_at=self.created_at,
-            processed_data=self.processed_data, error=self.error, started_at=self.started_at,
-            finished_at=self.finished_at, dequeued_at=self.dequeued_at,
-            idempotency_key=self.idempotency_key, version=self.version,
-        )
+        return JobRecord(id=self.id, **{name: getattr(self, name) for name in _STORED})
+
+
+# The record's fields the history keeps: every JobRecord field this document declares.
+_STORED = tuple(f.name for f in fields(JobRecord)
+                if f.name in JobDocument.model_fields and f.name != "id")
 
 
 async def save_job_snapshots(jobs: list[JobRecord]) -> None:
@@ -95,11 +86,11 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
         return
     ops = [
         UpdateOne({"_id": j.id, "version": {"$lt": j.version}},
-                  {"$set": Job.fields_of(j)}, upsert=True)
+                  {"$set": JobDocument.fields_of(j)}, upsert=True)
         for j in jobs
     ]
     try:
-        await Job.get_pymongo_collection().bulk_write(ops, ordered=False)
+        await JobDocument.get_pymongo_collection().bulk_write(ops, ordered=False)
     except BulkWriteError as exc:
         others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
         if others:
@@ -160,7 +151,7 @@ def mongo_client(uri: str | None):
 
 async def open_store(uri: str | None, db_name: str):
     client = mongo_client(uri)
-    await init_beanie(database=client[db_name], document_models=[User, Job])
+    await init_beanie(database=client[db_name], document_models=[User, JobDocument])
     return client
 
 

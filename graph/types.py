@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
-from enum import Enum
 
 import strawberry
 
 from engine.jobs import JobRecord
+from engine.jobs import JobStatus as _EngineJobStatus
 
-JobStatus = strawberry.enum(
-    Enum("JobStatus", {s: s for s in ("QUEUED", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED")})
-)
+# One enum for the engine, the history and the schema: the engine's, exposed as is.
+JobStatus = strawberry.enum(_EngineJobStatus, name="JobStatus")
 
 
 @strawberry.type
@@ -48,13 +48,12 @@ class Job:
 
     @classmethod
     def of(cls, job: JobRecord) -> "Job":
-        return cls(
-            id=strawberry.ID(job.id), request_data=job.request_data,
-            status=JobStatus[job.status.value], processed_data=job.processed_data,
-            error=job.error, attempts=job.attempts, created_at=job.created_at,
-            started_at=job.started_at, finished_at=job.finished_at,
-            dequeued_at=job.dequeued_at,
-        )
+        """The GraphQL view of an engine record: every field of this type, by name."""
+        return cls(**{name: getattr(job, name) for name in _JOB_FIELDS})
+
+
+# Job's fields, read from JobRecord attributes of the same names.
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
 
 @strawberry.type

@@ -390,12 +390,12 @@ async def test_uri_options_do_not_weaken_the_write_concern():
 
 
 async def test_indexes_are_created_at_start():
-    from graph.store import Job, User, open_store
+    from graph.store import JobDocument, User, open_store
 
     client = await open_store(None, "replica_test")
     try:
         users = await User.get_pymongo_collection().index_information()
-        jobs = await Job.get_pymongo_collection().index_information()
+        jobs = await JobDocument.get_pymongo_collection().index_information()
         assert any(ix.get("unique") and list(ix["key"]) == [("username_key", 1)]
                    for ix in users.values())
         assert {tuple(ix["key"]) for ix in jobs.values()} >= {
@@ -407,7 +407,7 @@ async def test_indexes_are_created_at_start():
 async def test_archived_snapshots_are_idempotent_under_replayed_writes():
     """A retried write (retryWrites, or two archivers) never rolls a job back."""
     from engine.jobs import JobRecord, JobStatus
-    from graph.store import Job, open_store, save_job_snapshots
+    from graph.store import JobDocument, open_store, save_job_snapshots
 
     client = await open_store(None, "replica_test_2")
     try:
@@ -419,8 +419,8 @@ async def test_archived_snapshots_are_idempotent_under_replayed_writes():
         await save_job_snapshots([new])
         await save_job_snapshots([old, new])  # replayed and out of order
         await save_job_snapshots([old])
-        stored = await Job.get_pymongo_collection().find_one({"_id": old.id})
+        stored = await JobDocument.get_pymongo_collection().find_one({"_id": old.id})
         assert stored["status"] == "COMPLETED" and stored["version"] == 2
-        assert await Job.get_pymongo_collection().count_documents({}) == 1
+        assert await JobDocument.get_pymongo_collection().count_documents({}) == 1
     finally:
         client.close()

@@ -148,12 +148,12 @@ def test_introspection_off_turns_off_schema_introspection_and_suggestions(settin
 # ---- masking ----
 
 def test_an_unexpected_error_is_masked_and_logged_with_its_id(api, monkeypatch, caplog):
-    from graph.jobs import Jobs
+    from graph.jobs import JobService
 
     async def broken(self, uid):
         raise RuntimeError("connection to mongodb://admin:hunter2@db:27017 lost")
 
-    monkeypatch.setattr(Jobs, "stats", broken)
+    monkeypatch.setattr(JobService, "stats", broken)
     user = api.as_user()
     with caplog.at_level(logging.ERROR, logger="graph.errors"):
         error = error_of(user, "{queueStats{queued}}")
@@ -168,12 +168,12 @@ def test_an_unexpected_error_is_masked_and_logged_with_its_id(api, monkeypatch, 
 
 
 def test_a_masked_error_leaves_the_other_fields_answered(api, monkeypatch):
-    from graph.jobs import Jobs
+    from graph.jobs import JobService
 
     async def broken(self, uid):
         raise KeyError("internal")
 
-    monkeypatch.setattr(Jobs, "stats", broken)
+    monkeypatch.setattr(JobService, "stats", broken)
     user = api.as_user()
     body = user.post("{me{username} queueStats{queued}}").json()
     assert body["data"] is None or body["data"].get("me")
