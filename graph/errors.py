@@ -31,6 +31,14 @@ CODES = frozenset({
 })
 
 
+def error_body(message: str, code: str, **extensions) -> dict:
+    """The body of an answer that is only an error: GraphQL's shape, our code.
+
+    The one place it is built, for answers given before or instead of GraphQL
+    execution (bad bodies, size limits, missing assets)."""
+    return {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+
+
 class ApiError(Exception):
     code = "INTERNAL_SERVER_ERROR"
 

@@ -42,6 +42,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..errors import error_body
+
 log = logging.getLogger(__name__)
 
 CDN = "https://unpkg.com/"
@@ -137,8 +139,7 @@ def _servable() -> dict[str, Path]:
 async def serve_asset(request: Request) -> Response:
     file = _servable().get(request.path_params["asset"])
     if file is None:
-        return JSONResponse({"errors": [{"message": "No such GraphiQL asset.",
-                                         "extensions": {"code": "NOT_FOUND"}}]}, status_code=404)
+        return JSONResponse(error_body("No such GraphiQL asset.", "NOT_FOUND"), status_code=404)
     return FileResponse(file, media_type=_TYPES.get(file.suffix, "application/octet-stream"),
                         headers={"Cache-Control": "public, max-age=31536000, immutable"})
 

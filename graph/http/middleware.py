@@ -17,12 +17,14 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import error_body
+
 WS_MESSAGE_TOO_BIG = 1009
 
 
 async def _refuse(send: Send, status: int, message: str, code: str = "BAD_USER_INPUT") -> None:
     """A GraphQL-shaped error answer, sent without reading the rest of the request."""
-    body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode()
+    body = json.dumps(error_body(message, code)).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),

@@ -34,7 +34,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from ..context import Context
-from ..errors import CODES, ApiError, fix_all
+from ..errors import CODES, ApiError, error_body, fix_all
 from ..live.fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
 from .graphiql import LocalGraphiQL
 
@@ -55,8 +55,8 @@ class RequestError(Exception):
 
 def error_response(message: str, code: str, status: int, headers: dict | None = None,
                    **extensions) -> JSONResponse:
-    body = {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(message, code, **extensions), status_code=status,
+                        headers=headers)
 
 
 def _from_strawberry(exc: HTTPException) -> RequestError:
