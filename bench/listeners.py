@@ -57,7 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from . import common
-from .api import _post, _wait_http
+from .common import post_json as _post, wait_http as _wait_http
 from .common import PY, ROOT, WORK, fmt, free_port, percentile
 
 QUERY = "subscription { processed { cursor job { id status finishedAt } } }"
