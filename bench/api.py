@@ -17,10 +17,9 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 
 from . import common
-from .common import Figure, WORK, free_port
+from .common import WORK, Figure, free_port, post_json, wait_http
 from .results import Row
 from .systems import PREFIX, node_version, version
 
@@ -28,30 +27,6 @@ DURATION = 4
 CONNECTIONS = (32, 1)
 QUERY = "mutation($d: String!) { enqueue(requestData: $d) { id status } }"
 SECRET = "bench-secret-bench-secret-bench-secret-0123"
-
-
-def _post(url, body, token=None, timeout=10):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def _wait_http(url, proc, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({url}); see bench/.work/*.log")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _wrk(url, body, token, conns):
@@ -100,21 +75,22 @@ def scenario6(server, reps: int, scale: float = 1.0, log=print) -> list[Row]:
             apollo = common.spawn(["node", str(common.NODE_DIR / "apollo.mjs")],
                                   {"PORT": str(p_apollo)}, "api-apollo", cwd=common.NODE_DIR)
             procs.append(apollo)
-            _wait_http(f"http://127.0.0.1:{p_apollo}/", apollo)
-        _wait_http(f"http://127.0.0.1:{p_ours}/healthz", ours)
-        _wait_http(f"http://127.0.0.1:{p_star}/", star)
+            wait_http(f"http://127.0.0.1:{p_apollo}/", apollo)
+        wait_http(f"http://127.0.0.1:{p_ours}/healthz", ours)
+        wait_http(f"http://127.0.0.1:{p_star}/", star)
 
         gql = f"http://127.0.0.1:{p_ours}/graphql"
         user, pw = f"bench{int(time.time())}", "bench-password-1"
-        _post(gql, {"query": "mutation($u:String!,$p:String!){register(username:$u,password:$p){id}}",
-                    "variables": {"u": user, "p": pw}})
-        login = _post(gql, {"query": "mutation($u:String!,$p:String!){login(username:$u,"
-                                     "password:$p){token user{id}}}",
-                            "variables": {"u": user, "p": pw}})
+        post_json(gql, {"query": "mutation($u:String!,$p:String!){register(username:$u,"
+                                 "password:$p){id}}",
+                        "variables": {"u": user, "p": pw}})
+        login = post_json(gql, {"query": "mutation($u:String!,$p:String!){login(username:$u,"
+                                         "password:$p){token user{id}}}",
+                                "variables": {"u": user, "p": pw}})
         token = login["data"]["login"]["token"]
         uid = login["data"]["login"]["user"]["id"]
         body = {"query": QUERY, "variables": {"d": "x" * 16}}
-        check = _post(gql, body, token)
+        check = post_json(gql, body, token)
         if check.get("errors"):
             raise RuntimeError(f"our enqueue answered errors: {check['errors']}")
         import jwt
@@ -123,7 +99,7 @@ def scenario6(server, reps: int, scale: float = 1.0, log=print) -> list[Row]:
         targets = {"ours": (gql, token)}
         if have_apollo:
             targets["apollo"] = (f"http://127.0.0.1:{p_apollo}/", "x")
-            a = _post(targets["apollo"][0], body)
+            a = post_json(targets["apollo"][0], body)
             if a.get("errors"):
                 raise RuntimeError(f"apollo answered errors: {a['errors']}")
         targets["starlette"] = (f"http://127.0.0.1:{p_star}/enqueue", star_token)
@@ -146,7 +122,7 @@ def scenario6(server, reps: int, scale: float = 1.0, log=print) -> list[Row]:
                     log(f"  s6 rep {rep + 1} {c:2d} conn {name:9s} {rps:8.0f} req/s  p50 {p50:.2f} "
                         f"ms  p99 {p99:.2f} ms{'  socket errors: ' + sock if sock else ''}")
         # a sample answer after the load: no GraphQL errors hidden behind HTTP 200
-        after = _post(gql, body, token)
+        after = post_json(gql, body, token)
         if after.get("errors"):
             raise RuntimeError(f"our enqueue answered errors after the load: {after['errors']}")
     finally:

@@ -1,4 +1,4 @@
-"""The baseline for bench/listeners.py: a plain strawberry subscription fed
+"""The baseline for bench/listeners/: a plain strawberry subscription fed
 from an in-memory asyncio broadcast, no Redis, no auth, no extensions.
 
     uvicorn bench.broadcast_app:app

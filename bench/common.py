@@ -1,8 +1,11 @@
-"""Shared plumbing: our own Redis, worker processes, the handlers' start log, statistics."""
+"""Shared plumbing: our own Redis, worker processes, HTTP, the handlers' start log, statistics."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -10,6 +13,8 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +135,24 @@ def stop(proc: subprocess.Popen | None, grace: float = 5.0) -> None:
         proc.wait(5)
 
 
+def raise_nofile() -> None:
+    """Allow as many open files as the hard limit: a load generator holds thousands of sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's when installed (as uvicorn picks it), else asyncio's."""
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
 def node_available() -> bool:
     return bool(shutil.which("node")) and (NODE_DIR / "node_modules" / "bullmq").is_dir()
 
@@ -141,6 +164,40 @@ def run_node(script: str, env: dict, timeout: float) -> str:
     if p.returncode != 0:
         raise RuntimeError(f"node {script} failed: {p.stderr[-2000:]}")
     return p.stdout
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def post_json(url: str, body, token: str | None = None, timeout: float = 10):
+    """POST a JSON body (with a bearer token if given) and decode the JSON answer."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def get_text(url: str, timeout: float = 5) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read().decode()
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Until a server just spawned answers at url (any status), or fail early if it exited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({url}); see bench/.work/*.log")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
 
 
 # ---------------------------------------------------------------- the start log
