@@ -166,20 +166,6 @@ class Queue:
                                 *self._finish_args(job, ok, value, claim_n, owner, lease_seconds))
         return _batch(reply[1:], verdict=reply[0])
 
-    async def finish_many(
-        self, outcomes: list[tuple[Claimed, bool, str]], *, claim_n: int, owner: str,
-        lease_seconds: float,
-    ) -> list[Batch]:
-        """`finish` for several jobs in one round trip (a pipeline, each script
-        still atomic on its own), for a caller that finishes many at once."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job, ok, value in outcomes:
-            await self._scripts["finish"](
-                keys=[self.keys.user_base(job.user_id)],
-                args=self._finish_args(job, ok, value, claim_n, owner, lease_seconds),
-                client=pipe)
-        return [_batch(reply[1:], verdict=reply[0]) for reply in await pipe.execute()]
-
     def _finish_args(self, job: Claimed, ok: bool, value: str, claim_n: int, owner: str,
                      lease_seconds: float) -> list:
         p = self.policy
