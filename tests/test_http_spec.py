@@ -191,3 +191,13 @@ def test_a_browser_still_gets_graphiql(api):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "graphiql" in response.text.lower()
+
+
+@pytest.mark.parametrize("headers", [SPEC, V1])
+def test_a_body_over_the_limit_gets_413_in_the_preferred_media_type(api, headers):
+    """SizeLimits answers before the view, in the same media type the view would."""
+    response = api.http.post("/graphql", content=b"{}", headers={
+        **headers, "content-type": "application/json", "content-length": str(10 * 2**20)})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == headers["accept"]
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
