@@ -5,7 +5,11 @@ BIN    := $(VENV)/bin
 
 .PHONY: serve test install bench schema
 
-$(BIN)/.installed: pyproject.toml
+# a changed lockfile reinstalls, so an old checkout picks up new Node packages too
+NODE_LOCKS := graph/graphiql-assets/package-lock.json examples/package-lock.json \
+              tests/http-audit/package-lock.json
+
+$(BIN)/.installed: pyproject.toml $(NODE_LOCKS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
@@ -13,6 +17,8 @@ $(BIN)/.installed: pyproject.toml
 	-command -v npm >/dev/null && npm ci --prefix graph/http/graphiql-assets --no-audit --no-fund --silent
 	# the Node example client, which tests/test_examples.py runs
 	-command -v npm >/dev/null && npm ci --prefix examples --no-audit --no-fund --silent
+	# graphql-http, whose auditServer tests/test_http_spec.py runs (the GraphQL-over-HTTP spec's audit)
+	-command -v npm >/dev/null && npm ci --prefix tests/http-audit --no-audit --no-fund --silent
 	touch $@
 
 install: $(BIN)/.installed

@@ -15,25 +15,31 @@ from __future__ import annotations
 
 import json
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import error_body
+from .accept import preferred
 
 WS_MESSAGE_TOO_BIG = 1009
 
 
-async def _refuse(send: Send, status: int, message: str, code: str = "BAD_USER_INPUT") -> None:
-    """A GraphQL-shaped error answer, sent without reading the rest of the request."""
+async def _refuse(scope: Scope, send: Send, status: int, message: str,
+                  code: str = "BAD_USER_INPUT") -> None:
+    """A GraphQL-shaped error answer, in the media type the client prefers (as the
+    GraphQL view answers), sent without reading the rest of the request."""
     body = json.dumps(error_body(message, code)).encode()
+    media_type = preferred(Headers(scope=scope).get("accept"))
     await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
+        (b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode()),
+        (b"vary", b"Accept"), (b"connection", b"close"),
     ]})
     await send({"type": "http.response.body", "body": body})
 
 
-def _too_large(send: Send, limit: int):
-    return _refuse(send, 413, f"The request body is over {limit} bytes (HTTP_MAX_BODY_BYTES).")
+def _too_large(scope: Scope, send: Send, limit: int):
+    return _refuse(scope, send, 413,
+                   f"The request body is over {limit} bytes (HTTP_MAX_BODY_BYTES).")
 
 
 def _text_size(text: str, limit: int) -> int:
@@ -61,9 +67,9 @@ class SizeLimits:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             if not length.strip().isdigit():  # uvicorn refuses these itself; other servers may not
-                return await _refuse(send, 400, "Content-Length is not a number.")
+                return await _refuse(scope, send, 400, "Content-Length is not a number.")
             if int(length) > self.max_body:
-                return await _too_large(send, self.max_body)
+                return await _too_large(scope, send, self.max_body)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -72,7 +78,7 @@ class SizeLimits:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                return await _too_large(send, self.max_body)
+                return await _too_large(scope, send, self.max_body)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

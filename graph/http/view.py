@@ -15,6 +15,14 @@ GraphQL-shaped JSON body and a contract code:
 
 Anything unexpected is logged with an id and answered as a masked
 INTERNAL_SERVER_ERROR.
+
+Answers go out in the media type the client's `Accept` prefers (`accept.py`).
+`application/json`, the default, is answered as it always was: a document
+that does not parse or validate, or variables that do not fit, get 200 with
+`"data": null`. `application/graphql-response+json` follows the
+GraphQL-over-HTTP spec: such a request error gets 400 and no `data` entry
+(500 if it was our fault), an executed operation 200, errors included; a
+mutation by GET gets 405.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from strawberry.types.graphql import OperationType
 from ..context import Context
 from ..errors import CODES, ApiError, error_body, fix_all
 from ..live.fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
+from .accept import GRAPHQL_RESPONSE, JSON, preferred
 from .graphiql import LocalGraphiQL
 
 log = logging.getLogger("graph.http.view")
@@ -54,9 +63,17 @@ class RequestError(Exception):
 
 
 def error_response(message: str, code: str, status: int, headers: dict | None = None,
-                   **extensions) -> JSONResponse:
+                   media_type: str = JSON, **extensions) -> JSONResponse:
     return JSONResponse(error_body(message, code, **extensions), status_code=status,
-                        headers=headers)
+                        headers=headers, media_type=media_type)
+
+
+def is_request_error(result) -> bool:
+    """The spec's request error: the operation never ran (the document did not
+    parse or validate, or the variables did not fit). An operation that ran has
+    data, or errors with a path (a non-null field that failed up to the root)."""
+    return result.data is None and bool(result.errors) and not any(
+        error.path for error in result.errors)
 
 
 def _from_strawberry(exc: HTTPException) -> RequestError:
@@ -117,18 +134,22 @@ class GraphQLView(LocalGraphiQL, GraphQL):
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
+        request = Request(scope=scope, receive=receive)
+        media_type = request.state.media_type = preferred(request.headers.get("accept"))
         try:
-            response = await self.run(Request(scope=scope, receive=receive))
+            response = await self.run(request)
         except HTTPException as exc:
             exc = _from_strawberry(exc)
-            response = error_response(exc.message, exc.code, exc.status, exc.headers)
+            response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
         except RequestError as exc:
-            response = error_response(exc.message, exc.code, exc.status, exc.headers)
+            response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
         except Exception:
             error_id = uuid.uuid4().hex[:12]
             log.exception("unexpected error %s while serving %s", error_id, scope.get("path"))
             response = error_response(f"Internal server error (id {error_id}).",
-                                      "INTERNAL_SERVER_ERROR", 500, errorId=error_id)
+                                      "INTERNAL_SERVER_ERROR", 500, media_type=media_type,
+                                      errorId=error_id)
+        response.headers.add_vary_header("Accept")  # the answer (GraphiQL or which JSON) follows it
         await response(scope, receive, send)
 
     async def get_context(self, request, response) -> Context:
@@ -193,6 +214,8 @@ class GraphQLView(LocalGraphiQL, GraphQL):
             message = exc.as_http_error_reason(method)
             if exc.operation_type == OperationType.SUBSCRIPTION:
                 message += "; subscribe over the WebSocket at this path"
+            elif request.state.media_type == GRAPHQL_RESPONSE:  # a mutation by GET: the spec's 405
+                raise RequestError(message, "BAD_USER_INPUT", 405, {"Allow": "POST"}) from None
             raise RequestError(message, "BAD_USER_INPUT") from None
         except MissingQueryError:
             raise RequestError("No GraphQL query found in the request.") from None
@@ -202,4 +225,27 @@ class GraphQLView(LocalGraphiQL, GraphQL):
         services = getattr(request.app.state, "services", None)
         fix_all(result.errors, suggestions=bool(
             services and services.settings.graphql_introspection))
-        return await super().process_result(request, result)
+        body = await super().process_result(request, result)
+        if request.state.media_type == GRAPHQL_RESPONSE and is_request_error(result):
+            del body["data"]  # the spec's request error: no data entry (create_response: 400)
+        return body
+
+    # ---- answering ----
+
+    async def get_sub_response(self, request):
+        """Strawberry's, noting the media type the answer goes out in (for create_response)."""
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = request.state.media_type
+        return sub_response
+
+    def create_response(self, response_data, sub_response):
+        """Strawberry's, in the negotiated media type. An answer with no `data`
+        entry (a request error, application/graphql-response+json only) gets 400,
+        or 500 when what went wrong was ours."""
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = sub_response.media_type
+        if isinstance(response_data, dict) and "data" not in response_data:
+            codes = {(error.get("extensions") or {}).get("code")
+                     for error in response_data.get("errors") or ()}
+            response.status_code = 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+        return response
