@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: serve test install bench schema
 
 # a changed lockfile reinstalls, so an old checkout picks up new Node packages too
-NODE_LOCKS := graph/graphiql-assets/package-lock.json examples/package-lock.json \
+NODE_LOCKS := graph/http/graphiql-assets/package-lock.json examples/package-lock.json \
               tests/http-audit/package-lock.json
 
 $(BIN)/.installed: pyproject.toml $(NODE_LOCKS)
