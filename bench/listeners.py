@@ -476,7 +476,7 @@ async def _ours(args, server, results: dict) -> None:
     keys = Keys(prefix, shards=1)
     base = keys.base(0)
     archive_key = f"{base}:archive"
-    q = Queue(connection.client(server.url), keys, RetryPolicy(events_keep=1000))
+    q = Queue(connection.client(server.url), keys, RetryPolicy())
     r = server.client()
     n_listeners = args.users * args.per_user
     res = results["ours"] = {}
