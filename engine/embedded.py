@@ -24,7 +24,6 @@ daemonizes the server, which is what left it running after the API died.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import logging
 import os
 import shutil
@@ -114,6 +113,8 @@ class EmbeddedRedis:
         return self.data_dir / URL_FILE
 
     def start(self) -> str:
+        import fcntl  # POSIX only, as is the redis-server binary
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lock = open(self.data_dir / LOCK_FILE, "a")
         try:
