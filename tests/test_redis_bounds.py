@@ -33,7 +33,7 @@ async def finish_all(queue: Queue, uid: str) -> None:
 
 async def test_jobs_that_drop_out_of_ready_are_forgotten_like_dequeued_ones(settings):
     """The ready cap bounds memory, not only the list: a job that drops out
-    unread gets the finished retention once archived, whichever comes first."""
+    unread gets the finished retention, archived before or after it dropped."""
     redis = connection.client(settings.redis_url)
     bounds = Bounds(max_ready=2, finished_retention_seconds=60)
     queue = Queue(redis, Keys(settings.queue_prefix), bounds=bounds)
