@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from . import scripts
 from .jobs import Claimed, JobRecord
@@ -30,6 +31,13 @@ class NotQueued(Exception):
     def __init__(self, status: str):
         super().__init__(f"job is {status}")
         self.status = status
+
+
+def out_of_memory(exc: RedisError) -> bool:
+    """Redis refused a write: it is at `maxmemory` (policy noeviction). A
+    command refused inside a script comes back as a plain ResponseError."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc))
 
 
 @dataclass(slots=True)
@@ -59,7 +67,23 @@ class Batch:
 class RetryPolicy:
     max_attempts: int = 3
     retry_base_seconds: float = 1.0
-    events_keep: int = 1000
+
+
+@dataclass(slots=True)
+class Bounds:
+    """What Redis keeps of finished jobs, so one user's memory there is bounded
+    by the settings (CONTRACT §10; docs/operations.md, "Redis memory per user").
+    The scripts take these as one group of arguments (`bounds_at` in lua/_lib.lua)."""
+
+    events_keep: int = 1000  # events in a user's own stream (payloads: for replay)
+    max_ready: int = 10_000  # finished jobs of a user waiting for dequeue
+    finished_retention_seconds: int = 3600  # after a job leaves `ready` and is archived
+    shard_events_keep: int = 10_000  # entries of the shard-wide stream the API tails
+    event_inline_bytes: int = 1024  # larger job bodies stay out of the shard stream
+
+    def args(self) -> list[int]:
+        return [self.events_keep, self.max_ready, self.finished_retention_seconds,
+                self.shard_events_keep, self.event_inline_bytes]
 
 
 def _batch(reply: list, verdict: str | None = None) -> Batch:
@@ -77,14 +101,22 @@ class Queue:
         policy = RetryPolicy(
             max_attempts=settings.queue_max_attempts,
             retry_base_seconds=settings.queue_retry_base_seconds,
-            events_keep=settings.queue_events_keep,
         )
-        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy)
+        bounds = Bounds(
+            events_keep=settings.queue_events_keep,
+            max_ready=settings.queue_max_ready,
+            finished_retention_seconds=settings.queue_finished_retention_seconds,
+            shard_events_keep=settings.queue_shard_events_keep,
+            event_inline_bytes=settings.queue_event_inline_bytes,
+        )
+        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy, bounds)
 
-    def __init__(self, redis: Redis, keys: Keys, policy: RetryPolicy | None = None):
+    def __init__(self, redis: Redis, keys: Keys, policy: RetryPolicy | None = None,
+                 bounds: Bounds | None = None):
         self.redis = redis
         self.keys = keys
         self.policy = policy or RetryPolicy()
+        self.bounds = bounds or Bounds()
         self._scripts = scripts.register(redis)
 
     async def _run(self, name: str, base: str, *args):
@@ -170,8 +202,8 @@ class Queue:
                      lease_seconds: float) -> list:
         p = self.policy
         return [job.user_id, job.job_id, job.token, "ok" if ok else "error", value,
-                p.max_attempts, int(p.retry_base_seconds * 1000), p.events_keep,
-                claim_n, owner, int(lease_seconds * 1000)]
+                p.max_attempts, int(p.retry_base_seconds * 1000),
+                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args()]
 
     async def heartbeat(self, jobs: list[Claimed], lease_seconds: float) -> list[str]:
         """Extend leases; returns the members (uid:jid) whose lease was lost."""
@@ -188,9 +220,8 @@ class Queue:
     async def reclaim(self, base: str) -> int:
         """Fail or retry the jobs of dead workers whose lease expired."""
         p = self.policy
-        return await self._run(
-            "reclaim", base, p.max_attempts, int(p.retry_base_seconds * 1000), p.events_keep
-        )
+        return await self._run("reclaim", base, p.max_attempts,
+                               int(p.retry_base_seconds * 1000), *self.bounds.args())
 
     async def release(self, job: Claimed) -> bool:
         """Hand a running job back at shutdown, its attempt not counted."""
@@ -234,6 +265,16 @@ class Queue:
         await self._run("archived", base, *args)
 
     # ---- events ----
+
+    async def event_bodies(self, events: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The job JSON of (uid, cursor) events, from the users' own streams in
+        one round trip; events those streams no longer hold are left out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid, cursor in events:
+                stream = Keys.user(self.keys.user_base(uid), uid, "events")
+                pipe.xrange(stream, min=cursor, max=cursor, count=1)
+            rows = await pipe.execute()
+        return {event: row[0][1]["j"] for event, row in zip(events, rows) if row}
 
     async def events_after(self, uid: str, after: str, count: int = 1000):
         """Retained events of a user after a cursor: [(cursor, JobRecord)]."""

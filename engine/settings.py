@@ -70,6 +70,12 @@ class Settings(BaseSettings):
 
     metrics_port: int | None = None  # a worker's own /metrics port; unset: none
 
+    # Redis memory bounds (CONTRACT §10; docs/operations.md, "Redis memory per user")
+    queue_max_ready: int = Field(10000, ge=1)  # finished jobs of a user waiting for dequeue
+    queue_shard_events_keep: int = Field(10000, ge=100)  # entries of the stream the API tails
+    # job bodies up to this size ride in that stream; larger ones are read from the user's
+    queue_event_inline_bytes: int = Field(1024, ge=0, le=65536)
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
         if self.redis_cluster:

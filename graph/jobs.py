@@ -8,6 +8,7 @@ import logging
 import time
 
 from bson import ObjectId
+from redis.exceptions import RedisError
 
 from engine import queue as engine
 from engine.jobs import JobRecord, JobStatus, ms_to_datetime
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 30.0
 MAX_PAGE = 100
 MAX_IDEMPOTENCY_KEY = 256
+STORAGE_FULL = ("queue storage is full: Redis reached its memory limit (maxmemory); "
+                "try again later")
 
 
 def encode_cursor(job_id: str) -> str:
@@ -86,15 +89,22 @@ class JobService:
             raise BadUserInput(f"at most {self.settings.queue_max_batch} items (QUEUE_MAX_BATCH)")
         for i, (data, key) in enumerate(items):
             self._check_item(data, key, i if batch else None)
-        await self._check_rate(uid, len(items))
         rows = [(str(ObjectId()), data, key) for data, key in items]
         try:
+            await self._check_rate(uid, len(items))
             placed = await self.queue.enqueue(uid, rows, self.settings.queue_max_pending)
         except engine.QueueFull as full:
             msg = f"{self.settings.queue_max_pending} jobs already wait (QUEUE_MAX_PENDING)"
             if batch:
                 raise QueueFull(f"item {full.index}: {msg}", index=full.index) from None
             raise QueueFull(msg) from None
+        except RedisError as exc:
+            if not engine.out_of_memory(exc):
+                raise
+            # nothing was stored (the script's first write was refused); the
+            # operator's alert is on Redis memory (docs/operations.md)
+            log.warning("enqueue refused: Redis is at its maxmemory")
+            raise QueueFull(STORAGE_FULL) from None
         created_at = ms_to_datetime(placed[0].created_ms) if placed else None
         jobs: list[JobRecord] = []
         for (jid, data, key), result in zip(rows, placed):

@@ -35,7 +35,7 @@ async def measure_ours(opts: Options, server: common.RedisServer) -> OursRun:
     keys = Keys(prefix, shards=1)
     base = keys.base(0)
     archive = Keys.shard(base, "archive")
-    queue = Queue(connection.client(server.url), keys, RetryPolicy(events_keep=1000))
+    queue = Queue(connection.client(server.url), keys, RetryPolicy())
     producer = Producer(queue, base, None if opts.archive else archive)
     r = server.client()
     run = OursRun("ours", "ours (`python -m graph`)")

@@ -49,28 +49,71 @@ local function schedule(uid, quiet)
   end
 end
 
+-- What Redis keeps of finished jobs (CONTRACT §10), one group of arguments
+-- from ARGV[i] on, in the order of Bounds.args() in engine/queue.py.
+local function bounds_at(i)
+  return {
+    keep = tonumber(ARGV[i]),            -- events in the user's own stream
+    ready = tonumber(ARGV[i + 1]),       -- finished jobs waiting for dequeue
+    retention = math.max(1, tonumber(ARGV[i + 2])),  -- s, after they leave `ready`
+    shard_keep = tonumber(ARGV[i + 3]),  -- entries in the shard-wide stream
+    inline = tonumber(ARGV[i + 4]),      -- largest body copied into it, bytes
+  }
+end
+
+-- At most bounds.ready jobs wait for dequeue: the oldest drop out of the
+-- dequeue order. Redis then forgets them as it does dequeued ones (once
+-- archived, after the retention; see archived.lua), so the ready cap bounds
+-- memory and not only the list; `job` and `jobs` find them in MongoDB.
+local function cap_ready(uid, bounds)
+  local rk = ukey(uid, 'ready')
+  local over = redis.call('LLEN', rk) - bounds.ready
+  if over <= 0 then return end
+  for _, jid in ipairs(redis.call('LRANGE', rk, 0, over - 1)) do
+    local jk = jkey(jid)
+    local ttl = redis.call('TTL', jk)
+    if ttl ~= -2 then  -- still there: archived.lua gives it the retention from now on
+      redis.call('HSET', jk, 'dropped', 1)
+    end
+    if ttl > bounds.retention then  -- archived already, kept for QUEUE_RESULT_TTL_SECONDS
+      redis.call('EXPIRE', jk, bounds.retention)
+    end
+  end
+  redis.call('LTRIM', rk, over, -1)
+end
+
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
-local function finish_terminal(uid, jid, status, field, value, t, keep, quiet)
+-- The user's stream holds the job; the shard's stream, read by every API
+-- process, copies only small bodies (graph/events.py fetches the others from
+-- the user's stream), so it holds at most shard_keep x inline bytes of them.
+local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   local jk = jkey(jid)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
   redis.call('RPUSH', ukey(uid, 'ready'), jid)
+  cap_ready(uid, bounds)
   touch(uid, jid)
   local body = job_json(jid)
-  local cursor = redis.call('XADD', ukey(uid, 'events'), 'MAXLEN', '~', keep, '*', 'j', body)
-  redis.call('XADD', base .. ':events', 'MAXLEN', '~', 10000, '*', 'u', uid, 'c', cursor, 'j', body)
+  local cursor = redis.call('XADD', ukey(uid, 'events'), 'MAXLEN', '~', bounds.keep, '*', 'j', body)
+  if #body <= bounds.inline then
+    redis.call('XADD', base .. ':events', 'MAXLEN', '~', bounds.shard_keep, '*',
+               'u', uid, 'c', cursor, 'j', body)
+  else
+    redis.call('XADD', base .. ':events', 'MAXLEN', '~', bounds.shard_keep, '*',
+               'u', uid, 'c', cursor)
+  end
   schedule(uid, quiet)
   return cursor
 end
 
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
-local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, keep, quiet)
+local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet)
   local jk = jkey(jid)
   local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
   if attempts >= max_attempts then
-    finish_terminal(uid, jid, 'FAILED', 'error', err, t, keep, quiet)
+    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet)
     return 'failed'
   end
   local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))

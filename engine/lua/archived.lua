@@ -7,10 +7,11 @@ for i = 3, #ARGV, 3 do
   local uid, jid, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jk = jkey(jid)
   redis.call('LREM', base .. ':archive', 1, uid .. ':' .. jid)
-  local cur, status, dequeued = unpack(redis.call('HMGET', jk, 'v', 'status', 'dequeued'))
+  local cur, status, dequeued, dropped = unpack(redis.call('HMGET', jk, 'v', 'status', 'dequeued', 'dropped'))
   -- a later change pushed its own archive entry; that one will expire the record
   if (cur or '0') == v then
-    if status == 'CANCELLED' or dequeued then
+    -- dropped: it left the ready list unread (QUEUE_MAX_READY, cap_ready in _lib.lua)
+    if status == 'CANCELLED' or dequeued or dropped then
       redis.call('EXPIRE', jk, retention)
     elseif status == 'COMPLETED' or status == 'FAILED' then
       redis.call('EXPIRE', jk, result_ttl)

@@ -1,25 +1,27 @@
 -- Record one attempt's outcome, then claim more work in the same round trip.
 -- ARGV: uid, jid, token, outcome ('ok' | 'error'), value (result or error),
---       max_attempts, retry_base_ms, events_keep, claim_n, owner, lease_ms
+--       max_attempts, retry_base_ms, claim_n, owner, lease_ms, then the bounds (bounds_at)
 -- Returns {verdict, next_due_ms, claimed jobs...}; verdict is 'completed',
 -- 'retry', 'failed' or 'stale' (the lease was lost: nothing was recorded).
 local uid, jid, token, outcome, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local max_attempts, retry_base_ms, keep = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local max_attempts, retry_base_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+local claim_n, owner, lease_ms = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
+local bounds = bounds_at(11)
 local t = now_ms()
 local verdict
 local jk = jkey(jid)
 if redis.call('HGET', jk, 'token') ~= token or redis.call('HGET', jk, 'status') ~= 'PROCESSING' then
   verdict = 'stale'
 else
-  local quiet = tonumber(ARGV[9]) > 0
+  local quiet = claim_n > 0
   if outcome == 'ok' then
-    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, keep, quiet)
+    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet)
     verdict = 'completed'
   else
-    verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, keep, quiet)
+    verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, bounds, quiet)
   end
 end
-local jobs = claim(tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11]), t)
+local jobs = claim(claim_n, owner, lease_ms, t)
 -- users left in the rotation after our own claim: wake another worker for them
 if redis.call('LLEN', base .. ':rot') > 0 then signal() end
 return {verdict, next_due_in(t), unpack(jobs)}

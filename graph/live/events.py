@@ -129,6 +129,8 @@ class EventHub:
             try:
                 # block well under the client's socket timeout (engine/connection.py)
                 reply = await self.redis.xread({stream: last}, count=1000, block=1000)
+                entries = [entry for _, batch in reply or () for entry in batch]
+                bodies = await self._large_bodies(entries)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -139,19 +141,35 @@ class EventHub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for _, entries in reply or ():
-                for entry_id, fields in entries:
-                    last = entry_id
-                    self._dispatch(fields)
+            for entry_id, fields in entries:
+                last = entry_id
+                self._dispatch(fields, bodies)
 
-    def _dispatch(self, fields: dict) -> None:
+    async def _large_bodies(self, entries: list) -> dict[tuple[str, str], str]:
+        """The bodies the shard stream left out (jobs over QUEUE_EVENT_INLINE_BYTES,
+        see finish_terminal in engine/lua/_lib.lua), for users someone listens to:
+        one pipelined read of their own streams per batch. Small events, the
+        common case, cost no extra round trip; the shard stream stays small in
+        bytes however large the jobs are."""
+        wanted = [(f["u"], f["c"]) for _, f in entries
+                  if "j" not in f and f.get("u") in self._listeners]
+        return await self.queue.event_bodies(wanted) if wanted else {}
+
+    def _dispatch(self, fields: dict, bodies: dict[tuple[str, str], str]) -> None:
         uid = fields.get("u")
         for callback in self._on_event:
             callback(uid)
         listeners = self._listeners.get(uid)
         if not listeners:
             return
-        event = (fields["c"], JobRecord.from_json(fields["j"]))
+        body = fields.get("j") or bodies.get((uid, fields["c"]))
+        if body is None:
+            # A listener that came while the bodies were read: the event ended
+            # before it listened (with `after`, its replay has it). Or the user's
+            # stream dropped it already (QUEUE_EVENTS_KEEP newer events): a replay
+            # would not find it either.
+            return
+        event = (fields["c"], JobRecord.from_json(body))
         for listener in listeners:
             listener.put(event)
 
