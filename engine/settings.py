@@ -6,6 +6,7 @@ environment. Names match the contract's table (`../shared/CONTRACT.md` §6).
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -69,6 +70,15 @@ class Settings(BaseSettings):
     queue_finished_retention_seconds: int = Field(3600, ge=0)  # after dequeue and archive
 
     metrics_port: int | None = None  # a worker's own /metrics port; unset: none
+
+    # accounts: floods of logins and registrations, and the client address
+    auth_attempts_per_minute: int = Field(30, ge=0)  # logins + registrations per address; 0: off
+    auth_max_concurrent_hashes: int = Field(  # argon2 runs at once per API process (64 MiB each)
+        default_factory=lambda: os.cpu_count() or 1, ge=1)
+    auth_max_waiting_hashes: int = Field(16, ge=0)  # may wait for a slot; more: RATE_LIMITED
+    # proxies whose X-Forwarded-For is believed (uvicorn's syntax: "10.0.0.1,10.1.0.0/16", "*");
+    # empty: none, the client address is the connecting peer's
+    forwarded_allow_ips: str = ""
 
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
