@@ -92,15 +92,16 @@ class Passwords:
         except BaseException:
             self._admitted -= 1
             raise
-        # fn looked up at call time: tests stand in for passlib's functions
         work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         # the slot is free when the thread is, even if the caller is cancelled meanwhile
         work.add_done_callback(self._release)
         return await asyncio.shield(work)
 
-    def _release(self, _work) -> None:
+    def _release(self, work: asyncio.Future) -> None:
         self._slots.release()
         self._admitted -= 1
+        if not work.cancelled():
+            work.exception()  # retrieved: a cancelled caller's error is not logged as lost
 
 
 @dataclass(frozen=True)
