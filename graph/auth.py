@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import jwt
 from passlib.context import CryptContext
 
-from .errors import BadUserInput, Unauthenticated
+from .errors import BadUserInput, RateLimited, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -25,27 +27,81 @@ _passwords = CryptContext(schemes=["argon2"], deprecated="auto")
 _DUMMY_HASH = _passwords.hash("not a real password, only for timing")
 
 
+# Every password of at least PASSWORD_MIN characters from the list of 20,000 common
+# passwords that Django ships (Royce Williams' list, lower-cased; BSD licence), in
+# the list's order of frequency. Made with:
+#   pip download django==5.2.19 --no-deps
+#   unzip -p django-5.2.19-py3-none-any.whl django/contrib/auth/common-passwords.txt.gz \
+#     | gunzip | python3 -c 'import sys; sys.stdout.writelines(l for l in sys.stdin if len(l) > 8)'
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    return frozenset(COMMON_PASSWORDS_FILE.read_text("utf-8").casefold().split("\n")) - {""}
+
+
 def check_credentials_shape(username: str, password: str) -> None:
     if not USERNAME.fullmatch(username):
         raise BadUserInput(
             "username must be 3 to 64 characters from A-Z a-z 0-9 _ . -", field="username"
         )
+    check_new_password(password)
+
+
+def check_new_password(password: str) -> None:
+    """The rules for a password being set (register, changePassword)."""
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise BadUserInput(
             f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters", field="password"
         )
+    # the first guesses of every attacker, whatever their case
+    if password.strip().casefold() in common_passwords():
+        raise BadUserInput("this password is too common: choose another", field="password")
 
 
-async def hash_password(password: str) -> str:
-    """argon2 takes about 0.1 s of CPU: off the event loop."""
-    return await asyncio.to_thread(_passwords.hash, password)
+class Passwords:
+    """argon2 hashing and checking, off the event loop and bounded.
 
+    Each argon2 run takes 64 MiB and about 0.1 s of CPU: a flood of logins must
+    not queue them without end (a real user's login then waits for all of them).
+    At most `concurrent` run at once, at most `waiting` more wait for a slot; any
+    request beyond that is refused at once with RATE_LIMITED.
+    """
 
-async def verify_password(password: str, password_hash: str | None) -> bool:
-    if len(password) > PASSWORD_MAX:
-        return False
-    ok = await asyncio.to_thread(_passwords.verify, password, password_hash or _DUMMY_HASH)
-    return ok and password_hash is not None
+    def __init__(self, concurrent: int, waiting: int):
+        self._slots = asyncio.Semaphore(concurrent)
+        self._room = concurrent + waiting
+        self._admitted = 0  # running or waiting
+
+    async def hash(self, password: str) -> str:
+        return await self._run(_passwords.hash, password)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        if len(password) > PASSWORD_MAX:
+            return False
+        ok = await self._run(_passwords.verify, password, password_hash or _DUMMY_HASH)
+        return ok and password_hash is not None
+
+    async def _run(self, fn, *args):
+        if self._admitted >= self._room:
+            raise RateLimited("the server is busy checking passwords; try again in a moment")
+        self._admitted += 1
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            self._admitted -= 1
+            raise
+        work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        # the slot is free when the thread is, even if the caller is cancelled meanwhile
+        work.add_done_callback(self._release)
+        return await asyncio.shield(work)
+
+    def _release(self, work: asyncio.Future) -> None:
+        self._slots.release()
+        self._admitted -= 1
+        if not work.cancelled():
+            work.exception()  # retrieved: a cancelled caller's error is not logged as lost
 
 
 @dataclass(frozen=True)
@@ -54,8 +110,17 @@ class Token:
     expires_at: datetime
 
 
+@dataclass(frozen=True)
+class Claims:
+    """What a valid token says: whose it is, and the user's token version at issue."""
+
+    user_id: str
+    version: int  # `tv`; tokens issued before it existed have none: version 0
+
+
 class Tokens:
-    """Issues and checks JWTs: HS256, `sub`, `iat`, `exp`, a little clock leeway."""
+    """Issues and checks JWTs: HS256, `sub`, `iat`, `exp`, a little clock leeway, and
+    `tv`, the user's token version, which a password change bumps to revoke them."""
 
     def __init__(self, secret: str | None, ttl_seconds: int, leeway_seconds: float = 2.0):
         if not secret:
@@ -66,15 +131,16 @@ class Tokens:
         self.ttl = timedelta(seconds=ttl_seconds)
         self.leeway = leeway_seconds
 
-    def issue(self, user_id: str) -> Token:
+    def issue(self, user_id: str, version: int = 0) -> Token:
         now = datetime.now(timezone.utc)
         expires = now + self.ttl
-        claims = {"sub": user_id, "iat": int(now.timestamp()), "exp": int(expires.timestamp())}
+        claims = {"sub": user_id, "iat": int(now.timestamp()), "exp": int(expires.timestamp()),
+                  "tv": version}
         return Token(jwt.encode(claims, self._secret, algorithm=ALGORITHM),
                      expires.replace(microsecond=0))
 
-    def verify(self, token: str) -> str:
-        """The user id in a valid token; Unauthenticated otherwise."""
+    def verify(self, token: str) -> Claims:
+        """The claims of a valid token; Unauthenticated otherwise."""
         try:
             claims = jwt.decode(
                 token, self._secret, algorithms=[ALGORITHM], leeway=self.leeway,
@@ -86,10 +152,12 @@ class Tokens:
             raise Unauthenticated("invalid token") from None
         now = datetime.now(timezone.utc).timestamp()
         # pyjwt accepts numbers sent as strings ("exp": "99999999999"); a NumericDate is a number
+        version = claims.get("tv", 0)
         if (not isinstance(claims["sub"], str) or not _numeric(claims["exp"])
-                or not _numeric(claims["iat"]) or claims["iat"] > now + self.leeway):
+                or not _numeric(claims["iat"]) or claims["iat"] > now + self.leeway
+                or type(version) is not int or version < 0):
             raise Unauthenticated("invalid token")
-        return claims["sub"]
+        return Claims(claims["sub"], version)
 
 
 def _numeric(value) -> bool:

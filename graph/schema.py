@@ -70,12 +70,23 @@ class Query:
 class Mutation:
     @strawberry.mutation
     async def register(self, info: CtxInfo, username: str, password: str) -> User:
-        return User.of(await info.context.services.accounts.register(username, password))
+        ctx = info.context
+        return User.of(await ctx.services.accounts.register(username, password, ctx.client_address))
 
     @strawberry.mutation
     async def login(self, info: CtxInfo, username: str, password: str) -> AuthPayload:
         ctx = info.context
         token, user = await ctx.services.accounts.login(username, password, ctx.client_address)
+        return AuthPayload(token=token.value, expires_at=token.expires_at, user=User.of(user))
+
+    @strawberry.mutation(description=(
+        "Set a new password (the same rules as register) and revoke every token issued "
+        "before; answers a fresh token. A wrong old password gets UNAUTHENTICATED, like login."))
+    async def change_password(self, info: CtxInfo, old_password: str,
+                              new_password: str) -> AuthPayload:
+        ctx = info.context
+        token, user = await ctx.services.accounts.change_password(
+            await ctx.user_id(), old_password, new_password, ctx.client_address)
         return AuthPayload(token=token.value, expires_at=token.expires_at, user=User.of(user))
 
     @strawberry.mutation

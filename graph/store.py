@@ -27,6 +27,9 @@ class User(Document):
     username_key: str  # case-folded: uniqueness without regard to case
     password_hash: str
     created_at: datetime
+    # in every token as `tv`; a password change bumps it, which revokes earlier tokens.
+    # Users stored before it existed read as 0, as do tokens without `tv`.
+    token_version: int = 0
 
     class Settings:
         name = "users"

@@ -7,6 +7,9 @@ a real MongoDB (MONGO_URI) alike.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -265,29 +268,40 @@ def test_a_throttled_username_does_not_block_other_usernames_from_that_address(a
     assert fail(api, other) == "UNAUTHENTICATED"
 
 
-def test_a_throttled_username_can_still_log_in_from_another_address(settings):
+@pytest.fixture
+def client_at(settings_factory):
+    """The app, and clients that it sees coming from the addresses they are given for."""
     from graph.app import create_app
 
-    app = create_app(settings)
+    with contextlib.ExitStack() as stack:
+        def start(**overrides):
+            app = create_app(settings_factory(login_max_failures=MAX_FAILURES,
+                                              jwt_ttl_seconds=TTL, **overrides))
 
-    async def from_address(scope, receive, send):
-        """The app, with the client address taken from a test header."""
-        if scope["type"] == "http":
-            address = dict(scope["headers"]).get(b"x-test-client")
-            if address:
-                scope = dict(scope, client=(address.decode(), 4000))
-        await app(scope, receive, send)
+            async def from_address(scope, receive, send):
+                """The app, with the client address taken from a test header."""
+                if scope["type"] == "http":
+                    address = dict(scope["headers"]).get(b"x-test-client")
+                    if address:
+                        scope = dict(scope, client=(address.decode(), 4000))
+                await app(scope, receive, send)
 
-    with TestClient(from_address) as http:
-        here = Api(_WithHeaders(http, {"x-test-client": "198.51.100.1"}))
-        elsewhere = Api(_WithHeaders(http, {"x-test-client": "203.0.113.9"}))
-        username = name()
-        register(here, username)
-        for _ in range(MAX_FAILURES):
-            fail(here, username)
-        assert error_of(login, here, username).code == "RATE_LIMITED"
-        assert login(elsewhere, username)["user"]["username"] == username
-        assert error_of(login, here, username).code == "RATE_LIMITED"
+            http = stack.enter_context(TestClient(from_address))
+            return lambda address: Api(_WithHeaders(http, {"x-test-client": address}))
+
+        yield start
+
+
+def test_a_throttled_username_can_still_log_in_from_another_address(client_at):
+    at = client_at()
+    here, elsewhere = at("198.51.100.1"), at("203.0.113.9")
+    username = name()
+    register(here, username)
+    for _ in range(MAX_FAILURES):
+        fail(here, username)
+    assert error_of(login, here, username).code == "RATE_LIMITED"
+    assert login(elsewhere, username)["user"]["username"] == username
+    assert error_of(login, here, username).code == "RATE_LIMITED"
 
 
 class _WithHeaders:
@@ -334,3 +348,189 @@ def test_the_throttle_lives_in_redis_with_an_expiry(api, settings, redis_sync_cl
     for key in keys:
         ttl = redis_sync_client.ttl(key)
         assert 0 < ttl <= settings.login_window_seconds
+
+
+# ---------------------------------------------------------------- floods
+
+
+def code_of(fn, *args) -> str | None:
+    try:
+        fn(*args)
+    except GraphQLError as exc:
+        return exc.code
+    return None
+
+
+def test_a_login_flood_from_one_address_is_refused_while_others_log_in(client_at):
+    """40 logins at once with random usernames: each is a first failure for its
+    username, so only the count per address can stop them before they hash."""
+    at = client_at(auth_attempts_per_minute=5)
+    flooder, user = at("198.51.100.7"), at("203.0.113.20")
+    username = name()
+    register(user, username)
+    with ThreadPoolExecutor(20) as pool:
+        flood = pool.map(lambda _: code_of(login, flooder, name("random")), range(40))
+        real = login(user, username)
+        codes = list(flood)
+    assert codes.count("UNAUTHENTICATED") == 5, codes
+    assert codes.count("RATE_LIMITED") == 35, codes
+    assert real["user"]["username"] == username
+
+
+def test_registrations_count_against_the_same_budget_per_address(client_at,
+                                                                 redis_sync_client):
+    at = client_at(auth_attempts_per_minute=3)
+    here, elsewhere = at("198.51.100.33"), at("203.0.113.33")
+    username = name()
+    for n in range(3):
+        register(here, username if n == 0 else name())
+    assert error_of(register, here, name()).code == "RATE_LIMITED"
+    assert error_of(login, here, username).code == "RATE_LIMITED"  # right password, too late
+    assert register(elsewhere, name())
+    assert login(elsewhere, username)["user"]["username"] == username
+    # counted in Redis, where every API process sees it, and forgotten within a minute
+    keys = list(redis_sync_client.scan_iter("*:auth:198.51.100.33"))
+    assert keys
+    assert all(0 < redis_sync_client.ttl(k) <= 60 for k in keys)
+
+
+def test_an_ipv6_client_is_counted_by_its_64_network(client_at):
+    """One host commonly holds a whole /64: rotating within it is one client."""
+    at = client_at(auth_attempts_per_minute=3)
+    codes = [code_of(login, at(f"2001:db8:1:2::{n:x}"), name("random")) for n in range(1, 6)]
+    assert codes == ["UNAUTHENTICATED"] * 3 + ["RATE_LIMITED"] * 2
+    assert code_of(login, at("2001:db8:1:3::1"), name("random")) == "UNAUTHENTICATED"
+
+
+def test_password_hashing_is_bounded_and_refuses_when_full(settings_factory, monkeypatch):
+    """One hash at a time and none waiting: while a registration hashes, a login and
+    another registration are refused at once, and work again when the slot is free."""
+    from graph import auth
+    from graph.app import create_app
+
+    settings = settings_factory(auth_max_concurrent_hashes=1, auth_max_waiting_hashes=0,
+                                login_max_failures=MAX_FAILURES)
+    with TestClient(create_app(settings)) as http:
+        api = Api(http)
+        username = name()
+        register(api, username)
+        hashing, release = threading.Event(), threading.Event()
+        real_hash = auth._passwords.hash
+
+        def slow_hash(password):
+            hashing.set()
+            release.wait(10)
+            return real_hash(password)
+
+        monkeypatch.setattr(auth._passwords, "hash", slow_hash)
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(register, api, name("slow"))
+            assert hashing.wait(10), "the registration never reached the hash"
+            assert error_of(login, api, username).code == "RATE_LIMITED"
+            assert error_of(register, api, name()).code == "RATE_LIMITED"
+            release.set()
+            assert slow.result(timeout=30)["username"].startswith("slow_")
+        # a login refused for being busy checked no password: it is no failed login
+        for _ in range(MAX_FAILURES - 1):
+            assert fail(api, username) == "UNAUTHENTICATED"
+        assert login(api, username)["user"]["username"] == username
+
+
+async def test_hashing_lets_a_few_wait_for_a_slot_and_refuses_the_rest(monkeypatch):
+    from graph import auth
+    from graph.errors import RateLimited
+
+    release = threading.Event()
+    monkeypatch.setattr(auth._passwords, "hash", lambda password: release.wait(10) and "h")
+    passwords = auth.Passwords(concurrent=1, waiting=1)
+    running = asyncio.create_task(passwords.hash("first password"))
+    waiting = asyncio.create_task(passwords.hash("second password"))
+    await asyncio.sleep(0)  # both tasks are in: one hashing, one waiting for the slot
+    with pytest.raises(RateLimited):
+        await passwords.hash("third password")
+    release.set()
+    assert await running == await waiting == "h"
+    assert await passwords.hash("fourth password") == "h"  # the slots are free again
+
+
+# ---------------------------------------------------------------- password policy
+
+
+@pytest.mark.parametrize("password", [
+    "12345678", "password1", "PASSWORD1", "Qwertyuiop", "iloveyou", " sunshine ", "1q2w3e4r5t",
+])
+def test_register_refuses_the_most_common_passwords(api, password):
+    err = error_of(register, api, name(), password)
+    assert err.code == "BAD_USER_INPUT"
+    assert err.errors[0]["extensions"].get("field") == "password"
+
+
+def test_a_strong_password_is_accepted(api):
+    username = name()
+    register(api, username, "violet kettle drums 42")
+    assert login(api, username, "violet kettle drums 42")["user"]["username"] == username
+
+
+# ---------------------------------------------------------------- changePassword
+
+
+CHANGE = ("mutation($o:String!,$n:String!){changePassword(oldPassword:$o,newPassword:$n)"
+          "{token expiresAt user{id username createdAt}}}")
+
+
+def change_password(api: Api, token: str, old: str, new: str) -> dict:
+    return api.call(CHANGE, {"o": old, "n": new}, token=token)["changePassword"]
+
+
+def test_change_password_revokes_every_earlier_token_and_answers_a_fresh_one(api):
+    username = name()
+    user = register(api, username)
+    first, second = login(api, username)["token"], login(api, username)["token"]
+    changed = change_password(api, first, PASSWORD, "a brand new passphrase")
+    assert changed["user"] == user
+    assert parse_time(changed["expiresAt"]) > datetime.now(timezone.utc)
+    for old in (first, second):
+        assert error_of(api.call, ME, None, old).code == "UNAUTHENTICATED"
+    assert api.call(ME, token=changed["token"])["me"] == user
+    assert error_of(login, api, username).code == "UNAUTHENTICATED"
+    assert api.call(ME, token=login(api, username, "a brand new passphrase")["token"])["me"] == user
+
+
+def test_change_password_refuses_a_wrong_old_password_like_login_does(api):
+    username = name()
+    register(api, username)
+    token = login(api, username)["token"]
+    err = error_of(change_password, api, token, "not the password", "a brand new passphrase")
+    wrong_login = error_of(login, api, username, "not the password")
+    assert err.code == wrong_login.code == "UNAUTHENTICATED"
+    assert api.call(ME, token=token)["me"]["username"] == username  # nothing changed
+    assert login(api, username)["user"]["username"] == username
+
+
+def test_wrong_old_passwords_are_throttled_like_failed_logins(api):
+    username = name()
+    register(api, username)
+    token = login(api, username)["token"]
+    codes = [code_of(change_password, api, token, f"guess number {n}", "a brand new passphrase")
+             for n in range(MAX_FAILURES + 1)]
+    assert codes == ["UNAUTHENTICATED"] * MAX_FAILURES + ["RATE_LIMITED"]
+    assert error_of(change_password, api, token, PASSWORD, "a brand new passphrase").code == \
+        "RATE_LIMITED"
+    assert error_of(login, api, username).code == "RATE_LIMITED"
+
+
+@pytest.mark.parametrize("new", ["12345678", "Password1", "short", "p" * 1025])
+def test_the_new_password_follows_the_rules_of_register(api, new):
+    username = name()
+    register(api, username)
+    token = login(api, username)["token"]
+    assert error_of(change_password, api, token, PASSWORD, new).code == "BAD_USER_INPUT"
+    assert api.call(ME, token=token)["me"]["username"] == username
+
+
+def test_change_password_needs_a_token(api):
+    username = name()
+    register(api, username)
+    err = error_of(api.call, CHANGE, {"o": PASSWORD, "n": "a brand new passphrase"})
+    assert err.code == "UNAUTHENTICATED"
+    assert login(api, username)["user"]["username"] == username

@@ -226,6 +226,12 @@ def test_a_token_missing_a_required_claim_is_refused(api, user, secret, missing)
     ("iat", "1"),                 # a number as a string, long ago
     ("iat", [1]),
     ("exp", 1e400),               # JSON infinity is not a time
+    ("tv", "0"),                  # the token version is a whole number, nothing else
+    ("tv", -1),
+    ("tv", 0.0),
+    ("tv", True),
+    ("tv", None),
+    ("tv", [0]),
 ])
 def test_a_token_with_a_malformed_claim_is_refused(api, user, secret, claim, value):
     _, uid, _ = user
@@ -290,3 +296,75 @@ def test_register_and_login_need_no_token_even_with_a_bad_one(api):
     r = api.http.post("/graphql", headers=bad, json={
         "query": "mutation{login(username:\"nobody_needs_a_token\",password:\"long enough\"){token}}"})
     assert r.json()["data"]["login"]["token"]
+
+
+# ---------------------------------------------------------------- revocation
+
+
+CHANGE = ("mutation($o:String!,$n:String!){changePassword(oldPassword:$o,newPassword:$n)"
+          "{token}}")
+NEW_PASSWORD = "a brand new passphrase"
+
+
+def change_password(api: Api, token: str) -> str:
+    return api.call(CHANGE, {"o": "correct horse", "n": NEW_PASSWORD},
+                    token=token)["changePassword"]["token"]
+
+
+def test_login_tokens_carry_the_token_version(api, user):
+    _, _, token = user
+    assert jwt.decode(token, options={"verify_signature": False})["tv"] == 0
+    fresh = change_password(api, token)
+    assert jwt.decode(fresh, options={"verify_signature": False})["tv"] == 1
+
+
+def test_tokens_without_a_version_work_until_the_first_password_change(api, user, secret):
+    """Tokens issued before `tv` existed are of version 0: valid while the user is."""
+    _, uid, token = user
+    versionless = jwt.encode(claims_for(uid), secret, algorithm="HS256")
+    assert accepted(api, versionless)["id"] == uid
+    fresh = change_password(api, token)
+    assert refused(api, versionless) == "UNAUTHENTICATED"
+    assert refused(api, jwt.encode(claims_for(uid, tv=0), secret, algorithm="HS256")) == \
+        "UNAUTHENTICATED"
+    assert accepted(api, jwt.encode(claims_for(uid, tv=1), secret, algorithm="HS256"))["id"] == uid
+    assert accepted(api, fresh)["id"] == uid
+
+
+def test_a_token_of_a_version_the_user_never_had_is_refused(api, user, secret):
+    _, uid, _ = user
+    assert refused(api, jwt.encode(claims_for(uid, tv=1), secret, algorithm="HS256")) == \
+        "UNAUTHENTICATED"
+
+
+def test_a_password_change_through_another_process_revokes_within_the_user_cache_time(
+        app_client, api, user, monkeypatch):
+    """Each API process remembers a checked user for KNOWN_USER_SECONDS: there an
+    earlier token works until that time is up, never after; the fresh token, newer
+    than what it remembers, works there at once."""
+    from graph import accounts
+    from graph.errors import Unauthenticated
+    from tests.support import wait_until
+
+    monkeypatch.setattr(accounts, "KNOWN_USER_SECONDS", 1.0)
+    services = app_client.app.state.services
+
+    def process():
+        """Another API process: the same stores, a user cache of its own."""
+        return accounts.Accounts(services.accounts.tokens, services.redis, services.settings)
+
+    def check(there, token):
+        try:
+            return app_client.portal.call(there.user_id_for, token)
+        except Unauthenticated:
+            return None
+
+    _, uid, token = user
+    lagging, told = process(), process()
+    assert check(lagging, token) == check(told, token) == uid  # both remember the user
+    fresh = change_password(api, token)
+    assert check(told, fresh) == uid
+    assert check(told, token) is None
+    wait_until(lambda: check(lagging, token) is None, timeout=15,
+               message="the other process to refuse the revoked token")
+    assert check(lagging, fresh) == uid
