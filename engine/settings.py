@@ -80,7 +80,7 @@ class Settings(BaseSettings):
 
     # accounts: floods of logins and registrations, and the client address
     auth_attempts_per_minute: int = Field(30, ge=0)  # logins + registrations per address; 0: off
-    # argon2 runs at once per API process, 64 MiB each; default: the cores, at most 8
+    # argon2 runs at once per API process, 19 MiB each; default: the cores, at most 8
     auth_max_concurrent_hashes: int = Field(default_factory=lambda: min(os.cpu_count() or 1, 8),
                                             ge=1)
     auth_max_waiting_hashes: int = Field(16, ge=0)  # may wait for a slot; more: RATE_LIMITED

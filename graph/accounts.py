@@ -77,7 +77,21 @@ class Accounts:
         throttle = self._failures_key(username.casefold()[:64], client)
         if not await self._check_guess(throttle, password, user.password_hash if user else None):
             raise Unauthenticated("wrong username or password")
+        if auth.needs_rehash(user.password_hash):
+            await self._rehash(user, password)
         return self.tokens.issue(str(user.id), user.token_version), user
+
+    async def _rehash(self, user: User, password: str) -> None:
+        """Store the password under today's hash parameters (the old hash still
+        verified). Best effort: when hashing is busy, the next login does it."""
+        try:
+            new_hash = await self.passwords.hash(password)
+        except RateLimited:
+            return
+        await User.get_pymongo_collection().update_one(
+            {"_id": user.id, "password_hash": user.password_hash},  # unless changed meanwhile
+            {"$set": {"password_hash": new_hash}})
+        user.password_hash = new_hash
 
     async def change_password(self, uid: str, old: str, new: str,
                               client: str) -> tuple[auth.Token, User]:

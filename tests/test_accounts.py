@@ -534,3 +534,32 @@ def test_change_password_needs_a_token(api):
     err = error_of(api.call, CHANGE, {"o": PASSWORD, "n": "a brand new passphrase"})
     assert err.code == "UNAUTHENTICATED"
     assert login(api, username)["user"]["username"] == username
+
+
+# ---------------------------------------------------------------- hash parameters
+
+def test_new_hashes_use_owasp_argon2id_parameters(api, app_client):
+    register(api, "hash_params")
+    assert stored_user(app_client, "hash_params")["password_hash"].startswith(
+        "$argon2id$v=19$m=19456,t=2,p=1$")
+
+
+def test_a_hash_made_with_older_parameters_still_logs_in_and_is_upgraded(api, app_client):
+    from passlib.context import CryptContext
+
+    from graph.store import User
+
+    register(api, "old_hash")
+    old_hash = CryptContext(schemes=["argon2"], argon2__memory_cost=65536, argon2__rounds=3,
+                            argon2__parallelism=4).hash(PASSWORD)
+
+    async def store_old_hash():
+        await User.get_pymongo_collection().update_one(
+            {"username_key": "old_hash"}, {"$set": {"password_hash": old_hash}})
+
+    app_client.portal.call(store_old_hash)
+
+    assert login(api, "old_hash")["token"]
+    upgraded = stored_user(app_client, "old_hash")["password_hash"]
+    assert upgraded != old_hash and upgraded.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert login(api, "old_hash")["token"], "the upgraded hash checks the same password"
