@@ -12,8 +12,13 @@ and the connection writes it at once (graph/wsprotocol.py): no task switch
 and no middleware per listener and message.
 
 Anything else (other operations, documents with errors, a bad `after`, a
-missing token) goes through strawberry's own path, so errors, codes and
-limits stay exactly as they are there.
+missing token, a store that fails the first check) goes through strawberry's
+own path, so errors, codes and limits stay exactly as they are there. However
+a shared subscription ends (its stream fails, the client stops it, the socket
+goes away), it is de-registered, so it no longer counts against
+WS_MAX_SUBSCRIPTIONS, and the client is told when it still listens.
+
+The handlers also keep the socket's lifetime: graph/wslifetime.py.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ import jwt
 import pytest
 import websockets
 
+from graph.errors import BadUserInput
+from graph.events import parse_cursor
 from tests.conftest import make_settings
 from tests.support import ApiProcess, wait_until
 
@@ -121,6 +123,17 @@ def a_finished_job(api: ApiProcess):
 
 
 # ---- a bad `after` ----
+
+def test_a_cursor_is_what_redis_takes_as_a_stream_id(redis_sync_client):
+    top = "18446744073709551615-18446744073709551615"
+    for cursor, key in [("0-0", (0, 0)), ("1700000000000-3", (1700000000000, 3)),
+                        (top, (2**64 - 1, 2**64 - 1))]:
+        assert parse_cursor(cursor) == key
+        redis_sync_client.xrange("no-such-stream", min=cursor, max=cursor)  # Redis takes it
+    for cursor in BAD_CURSORS:
+        with pytest.raises(BadUserInput):
+            parse_cursor(cursor)
+
 
 @pytest.mark.parametrize("query", [SHARED, STANDARD], ids=["shared-path", "standard-path"])
 @pytest.mark.parametrize("protocol", PROTOCOLS)
