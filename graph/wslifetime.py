@@ -9,9 +9,10 @@
   socket (no `complete` is sent): the client logs in again, reconnects and
   resubscribes with `after` set to the last cursor it got, so it misses no
   event. Nothing queued is touched: jobs are not tied to sockets.
-- Every new operation checks the token again first (expiry, and whatever
-  else makes a token invalid, such as a deleted user); one that no longer
-  passes closes the socket with 4403 instead of running.
+- Every new operation checks the token again first, as an HTTP request
+  would (expiry; a deleted user once the accounts' user cache lets go of
+  it); one that no longer passes closes the socket with 4403 instead of
+  running.
 """
 
 from __future__ import annotations
