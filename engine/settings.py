@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     # empty: none, the client address is the connecting peer's
     forwarded_allow_ips: str = ""
 
+    # connection lifetimes: idle, slow or unauthenticated clients (graph/__main__.py)
+    ws_init_timeout_seconds: float = Field(10, gt=0)  # a WebSocket without connection_init
+    http_keep_alive_seconds: int = Field(5, ge=1)  # an idle keep-alive connection
+    http_header_timeout_seconds: float = Field(10, gt=0)  # a request's line and headers
+    http_body_timeout_seconds: float = Field(30, gt=0)  # a request's whole body: 408 after
+    http_max_connections: int = Field(10_000, ge=0)  # HTTP and WebSocket; over it: 503; 0: off
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
         if self.redis_cluster:

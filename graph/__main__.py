@@ -15,6 +15,7 @@ from engine import logs, loop
 from engine.settings import load_settings
 
 from .app import create_app
+from .http.httpprotocol import TimedHttpProtocol
 from .live.wsprotocol import FanoutWebSocketProtocol
 
 
@@ -35,6 +36,12 @@ def main(argv=None) -> None:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
         ws=FanoutWebSocketProtocol,  # uvicorn's own, plus a direct send for the fan-out
+        # slow and idle clients: uvicorn times idle keep-alive connections only;
+        # the request's head and body get deadlines of their own here (408 after)
+        http=TimedHttpProtocol.with_timeouts(settings.http_header_timeout_seconds,
+                                             settings.http_body_timeout_seconds),
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        limit_concurrency=settings.http_max_connections or None,  # 503 over it
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import jwt
 from starlette.requests import HTTPConnection
 
 from .http import requestid
@@ -43,3 +44,10 @@ class Context:
             self._user_id = await self.services.accounts.user_id_for(self.token())
             requestid.bind(user_id=self._user_id)
         return self._user_id
+
+    def token_expires_at(self) -> float:
+        """When the caller's token stops being accepted (unix time): its `exp` plus
+        the clock leeway. A WebSocket is closed then (graph/live/wslifetime.py).
+        Only after user_id() has verified the token, so its claims are not checked here."""
+        claims = jwt.decode(self.token(), options={"verify_signature": False})
+        return claims["exp"] + self.services.settings.jwt_leeway_seconds

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from graph.live.fanout import plan_for
 from graph.schema import build_schema
 
@@ -92,3 +95,75 @@ def test_legacy_graphql_ws_listeners_share_the_rendering_too(api, app_client, wo
         "cursor": first["payload"]["data"]["processed"]["cursor"],
         "job": {"id": job["id"], "processedData": "old"}}}}}
     assert len(app_client.app.state.services.renderings._done) == 1, "rendered once"
+
+
+# ---- every way an operation ends frees its place ----
+
+def ws_operation_end(ws, op: str) -> tuple[list, list]:
+    """The results and error codes of operation `op`, read until it ended."""
+    data, codes = [], []
+    while True:
+        message = ws.receive_json()
+        if message["type"] == "ka":
+            continue
+        assert message.get("id") == op, message
+        if message["type"] in ("next", "data"):
+            data.append(message["payload"].get("data"))
+            codes += [e["extensions"]["code"] for e in message["payload"].get("errors", [])]
+        elif message["type"] == "error":
+            payload = message["payload"]
+            return data, codes + [e["extensions"]["code"] for e in (
+                payload if isinstance(payload, list) else [payload])]
+        elif message["type"] == "complete":
+            return data, codes
+
+
+def connect(ws, token) -> None:
+    ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+    assert ws.receive_json()["type"] == "connection_ack"
+
+
+@pytest.mark.timeout(60)  # before the fix: no answer at all
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+def test_a_failing_store_ends_each_subscription_with_an_error(api, app_client, monkeypatch,
+                                                             protocol):
+    user = api.as_user()
+
+    async def down(*args):
+        raise RedisConnectionError("Redis is down")
+
+    monkeypatch.setattr(app_client.app.state.services.hub, "check_cursor", down)
+    start = "subscribe" if protocol == "graphql-transport-ws" else "start"
+    with app_client.websocket_connect("/graphql", subprotocols=[protocol]) as ws:
+        connect(ws, user.token)
+        for i in range(12):  # more than WS_MAX_SUBSCRIPTIONS
+            ws.send_json({"id": str(i), "type": start,
+                          "payload": {"query": SUB, "variables": {"a": "1-1"}}})
+            assert ws_operation_end(ws, str(i))[1] == ["INTERNAL_SERVER_ERROR"]
+
+
+@pytest.mark.timeout(60)  # before the fix: no answer after the event
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+def test_a_hub_failing_mid_stream_ends_the_subscription_with_an_error(
+        api, app_client, monkeypatch, protocol):
+    from datetime import datetime, timezone
+
+    from engine.jobs import JobRecord, JobStatus
+
+    user = api.as_user()
+    job = JobRecord(id="j1", user_id="u", request_data="x", status=JobStatus.COMPLETED,
+                    attempts=1, created_at=datetime.now(timezone.utc), processed_data="y")
+
+    async def listen(uid, after=None, *, sink=None):
+        yield "1-1", job
+        raise RedisConnectionError("Redis went away")
+
+    monkeypatch.setattr(app_client.app.state.services.hub, "listen", listen)
+    start = "subscribe" if protocol == "graphql-transport-ws" else "start"
+    with app_client.websocket_connect("/graphql", subprotocols=[protocol]) as ws:
+        connect(ws, user.token)
+        for i in range(12):  # more than WS_MAX_SUBSCRIPTIONS
+            ws.send_json({"id": str(i), "type": start, "payload": {"query": SUB}})
+            data, codes = ws_operation_end(ws, str(i))
+            assert data[0]["processed"]["job"] == {"id": "j1", "processedData": "y"}
+            assert codes == ["INTERNAL_SERVER_ERROR"]

@@ -34,13 +34,30 @@ from ..http.metrics import CATCH_UPS
 
 log = logging.getLogger(__name__)
 
-CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+CURSOR = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")  # with fullmatch: no "\n" after it
+STREAM_ID_MAX = 2**64 - 1  # each part of a Redis stream id is a 64-bit unsigned number
 LISTENER_BUFFER = 10_000
 
 
 def cursor_key(cursor: str) -> tuple[int, int]:
+    """The order of a stream id that came from Redis (trusted: see parse_cursor)."""
     ms, _, seq = cursor.partition("-")
     return int(ms), int(seq or 0)
+
+
+def parse_cursor(cursor: str) -> tuple[int, int]:
+    """A client's `after` as a stream id key; BadUserInput unless Redis would take it.
+
+    Strict, so nothing Redis refuses gets that far: ASCII digits only (`\\d` is
+    also "١"), nothing around them, each part within 64 bits."""
+    match = CURSOR.fullmatch(cursor) if isinstance(cursor, str) else None
+    if match is None:
+        raise BadUserInput("malformed cursor: expected the `cursor` of an event",
+                           argument="after")
+    key = int(match[1]), int(match[2])
+    if max(key) > STREAM_ID_MAX:
+        raise BadUserInput("malformed cursor: out of range", argument="after")
+    return key
 
 
 class Listener:
@@ -188,11 +205,13 @@ class EventHub:
                 del self._listeners[uid]
 
     async def check_cursor(self, uid: str, after: str) -> None:
-        """A cursor is valid while its event is retained (or "0": from the start)."""
+        """A cursor is valid while its event is retained (or "0": from the start).
+
+        Both ways a subscription runs (graph/schema.py and graph/live/fanout.py) come
+        through here, so they refuse the same cursors with the same error."""
         if after == "0":
             return
-        if not CURSOR.match(after):
-            raise BadUserInput("malformed cursor", argument="after")
+        after = "%d-%d" % parse_cursor(after)
         stream = Keys.user(self.queue.keys.user_base(uid), uid, "events")
         if not await self.queue.redis.xrange(stream, min=after, max=after, count=1):
             raise BadUserInput(
@@ -213,8 +232,8 @@ class EventHub:
         listener = self.add(uid)
         try:
             if after is not None:
-                after = "0-0" if after == "0" else after
-                listener.last = cursor_key(after)
+                listener.last = (0, 0) if after == "0" else parse_cursor(after)
+                after = "%d-%d" % listener.last
                 async for cursor, job in self._replay(uid, after):
                     listener.last = cursor_key(cursor)
                     yield cursor, job

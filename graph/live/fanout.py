@@ -12,8 +12,13 @@ and the connection writes it at once (graph/live/wsprotocol.py): no task switch
 and no middleware per listener and message.
 
 Anything else (other operations, documents with errors, a bad `after`, a
-missing token) goes through strawberry's own path, so errors, codes and
-limits stay exactly as they are there.
+missing token, a store that fails the first check) goes through strawberry's
+own path, so errors, codes and limits stay exactly as they are there. However
+a shared subscription ends (its stream fails, the client stops it, the socket
+goes away), it is de-registered, so it no longer counts against
+WS_MAX_SUBSCRIPTIONS, and the client is told when it still listens.
+
+The handlers also keep the socket's lifetime: graph/live/wslifetime.py.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from functools import lru_cache
 
 from graphql import (
     DocumentNode,
+    GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -37,6 +43,7 @@ from graphql import (
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import FieldNode
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -47,10 +54,11 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     CompleteMessage as LegacyComplete,
 )
 
-from ..errors import ApiError
+from ..errors import fix
 from ..http.metrics import OPERATIONS, SUBSCRIPTIONS
-from .render import NotPlain, compile_selection
 from ..types import Job, ProcessedEvent
+from .render import NotPlain, compile_selection
+from .wslifetime import SocketLifetime
 from .wsprotocol import SEND_NOW
 
 log = logging.getLogger(__name__)
@@ -172,14 +180,32 @@ def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None
 
 async def _caller(context, plan: Plan) -> str | None:
     """The listener's user id once the checks the standard path would make pass;
-    None lets the standard path run and report the error (token, cursor)."""
+    None lets the standard path run and report the error (token, cursor, a
+    failing store): it meets the same error, sends it and ends the operation."""
     try:
         uid = await context.user_id()
         if plan.after is not None:
             await context.services.hub.check_cursor(uid, plan.after)
-    except ApiError:
+    except Exception:
+        log.debug("processed subscription takes the standard path", exc_info=True)
         return None
     return uid
+
+
+def _gone(ws: WebSocket) -> bool:
+    return WebSocketState.DISCONNECTED in (ws.client_state, ws.application_state)
+
+
+async def _quietly(send) -> None:
+    """Send a closing message if the socket still takes it."""
+    with contextlib.suppress(Exception):
+        await send
+
+
+def _error(exc: Exception) -> dict:
+    """An error that ended a shared subscription, as strawberry would send it:
+    an ApiError with its code, anything else masked (and logged with an id)."""
+    return fix(GraphQLError(str(exc), original_error=exc)).formatted
 
 
 async def _stream(ws, services, plan: Plan, uid: str, prefix: str) -> None:
@@ -206,7 +232,27 @@ async def _stream(ws, services, plan: Plan, uid: str, prefix: str) -> None:
 
 
 class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler):
-    """graphql-transport-ws with the shared-rendering path for `processed`."""
+    """graphql-transport-ws with the shared-rendering path for `processed`,
+    and the socket's lifetime (graph/live/wslifetime.py; strawberry itself closes
+    a socket without connection_init)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lifetime = SocketLifetime(self.websocket, self.context)
+
+    async def handle_connection_init(self, message) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged:
+            self.lifetime.authenticated()
+
+    async def handle_subscribe(self, message) -> None:
+        if self.connection_acknowledged and not await self.lifetime.allows_operation():
+            return
+        await super().handle_subscribe(message)
+
+    async def shutdown(self) -> None:
+        self.lifetime.end()
+        await super().shutdown()
 
     async def run_operation(self, operation) -> None:
         plan = plan_for(self.schema, operation.query, operation.variables,
@@ -215,17 +261,44 @@ class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler):
         if uid is None:
             return await super().run_operation(operation)
         prefix = '{"id":%s,"type":"next","payload":' % json.dumps(operation.id)
+        ws = self.websocket.ws
         try:
-            await _stream(self.websocket.ws, self.context.services, plan, uid, prefix)
-            await operation.send_operation_message(
-                CompleteMessage(id=operation.id, type="complete"))
-        except Exception as exc:  # the socket went away, or the hub failed
-            log.debug("processed subscription %s ended: %r", operation.id, exc)
-            self.operations.pop(operation.id, None)
+            await _stream(ws, self.context.services, plan, uid, prefix)
+        except Exception as exc:  # the socket went away, the hub failed, the cursor was trimmed
+            if not _gone(ws):
+                await _quietly(operation.send_operation_message(
+                    {"id": operation.id, "type": "next",
+                     "payload": {"data": None, "errors": [_error(exc)]}}))
+        # the operation is over: `complete` de-registers it, so its slot is free again
+        await _quietly(operation.send_operation_message(
+            CompleteMessage(id=operation.id, type="complete")))
+        self.operations.pop(operation.id, None)  # also when that could not be sent
 
 
 class FanoutGraphQLWSHandler(BaseGraphQLWSHandler):
-    """The legacy graphql-ws protocol with the same path for `processed`."""
+    """The legacy graphql-ws protocol with the same path for `processed`, and
+    the same lifetime, its init timeout included."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lifetime = SocketLifetime(self.websocket, self.context)
+
+    async def handle(self) -> None:
+        self.lifetime.expect_init(self.view.connection_init_wait_timeout.total_seconds())
+        try:
+            await super().handle()
+        finally:
+            self.lifetime.end()
+
+    async def handle_connection_init(self, message) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged:
+            self.lifetime.authenticated()
+
+    async def handle_start(self, message) -> None:
+        if self.connection_acknowledged and not await self.lifetime.allows_operation():
+            return
+        await super().handle_start(message)
 
     async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
         plan = plan_for(self.schema, query, variables, operation_name)
@@ -234,13 +307,16 @@ class FanoutGraphQLWSHandler(BaseGraphQLWSHandler):
             return await super().handle_async_results(operation_id, query, operation_name,
                                                       variables)
         prefix = '{"type":"data","id":%s,"payload":' % json.dumps(operation_id)
+        ws = self.websocket.ws
         try:
-            await _stream(self.websocket.ws, self.context.services, plan, uid, prefix)
-            await self.send_message(LegacyComplete(type="complete", id=operation_id))
-        except asyncio.CancelledError:  # `stop` from the client: as strawberry answers it
-            with contextlib.suppress(Exception):
-                await self.send_message(LegacyComplete(type="complete", id=operation_id))
-        except Exception as exc:  # the socket went away, or the hub failed
-            log.debug("processed subscription %s ended: %r", operation_id, exc)
-        finally:
+            await _stream(ws, self.context.services, plan, uid, prefix)
+        except asyncio.CancelledError:  # `stop` from the client: answered with `complete`
+            pass
+        except Exception as exc:  # the socket went away, the hub failed, the cursor was trimmed
+            if not _gone(ws):
+                await _quietly(self.send_message(
+                    {"type": "data", "id": operation_id,
+                     "payload": {"data": None, "errors": [_error(exc)]}}))
+        finally:  # the operation is over, however it ended: its slot is free again
             self.tasks.pop(operation_id, None)
+        await _quietly(self.send_message(LegacyComplete(type="complete", id=operation_id)))
