@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
+import threading
 import time
 
 import redis as redis_sync
@@ -74,3 +76,54 @@ async def never_returns(data: str) -> str:
 
 def returns_number(data: str):
     return 42
+
+
+# ---- handlers that misbehave, for tests/test_worker_faults.py ----
+
+_BEHAVES = object()
+
+
+def _misbehave(how: str):
+    """Do what a buggy handler does; _BEHAVES when `how` names nothing."""
+    if how == "exit":
+        sys.exit()  # user code calling sys.exit()
+    if how == "exit 3":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    if how == "generator exit":
+        raise GeneratorExit
+    if how == "cancelled":
+        raise asyncio.CancelledError
+    if how.startswith("secret "):  # an error whose text holds request data
+        raise ValueError(f"cannot parse {how!r}")
+    if how == "surrogate error":
+        raise ValueError("bad input \ud800")
+    if how == "surrogate":
+        return "\ud800"
+    if how == "bytes":
+        return b"ok"
+    if how == "none":
+        return None  # forgot to return
+    return _BEHAVES
+
+
+def misbehaves(data: str):
+    """Sync: misbehaves as `data` says (see _misbehave), or sleeps for the JSON
+    request's "sleep" and returns "done <u>-<i>" like `record`."""
+    if data == "hang":
+        threading.Event().wait()  # never returns; the thread cannot be stopped
+    if (bad := _misbehave(data)) is not _BEHAVES:
+        return bad
+    d = json.loads(data)
+    time.sleep(d.get("sleep", 0))
+    return f"done {d.get('u')}-{d.get('i')}"
+
+
+async def misbehaves_async(data: str):
+    """`misbehaves` as an async handler (on the worker's event loop)."""
+    if (bad := _misbehave(data)) is not _BEHAVES:
+        return bad
+    d = json.loads(data)
+    await asyncio.sleep(d.get("sleep", 0))
+    return f"done {d.get('u')}-{d.get('i')}"

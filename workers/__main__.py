@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 
 from engine import connection, logs, loop
@@ -75,11 +76,15 @@ def main(argv=None) -> None:
     worker = build_worker(settings, url, handler, burst=args.burst)
     loop.run(serve(worker))
     if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
-        # A sync handler is still running in a thread past the grace period; its
-        # job was handed back. Python would wait for the thread at exit: don't.
-        log.warning("abandoning handler threads still running; their jobs were handed back")
+        # A sync handler is still running in a thread: past the grace period (its
+        # job was handed back) or past its timeout (its attempt failed). Python
+        # would wait for the thread at exit: don't.
+        log.warning("abandoning handler threads still running; their jobs were handed back "
+                    "or timed out")
         logging.shutdown()
-        os._exit(0)
+        os._exit(worker.exit_code)
+    if worker.exit_code:
+        sys.exit(worker.exit_code)
 
 
 if __name__ == "__main__":
