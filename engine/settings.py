@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     metrics_port: int | None = None  # a worker's own /metrics port; unset: none
 
+    # workers: where sync handlers run (workers/runners.py); `process` can kill a hung one
+    queue_isolation: Literal["thread", "process"] = "thread"
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
         if self.redis_cluster:

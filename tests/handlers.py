@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -83,6 +85,13 @@ def returns_number(data: str):
 _BEHAVES = object()
 
 
+class TwoPartError(Exception):
+    """Cannot be unpickled (its args are not its __init__'s): must not break a process pool."""
+
+    def __init__(self, first: str, second: str):
+        super().__init__(first + second)
+
+
 def _misbehave(how: str):
     """Do what a buggy handler does; _BEHAVES when `how` names nothing."""
     if how == "exit":
@@ -105,6 +114,16 @@ def _misbehave(how: str):
         return b"ok"
     if how == "none":
         return None  # forgot to return
+    # only with QUEUE_ISOLATION=process, where the handler has a process of its own:
+    if how == "die":
+        os._exit(3)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "two-part error":
+        raise TwoPartError("bad", " input")
+    if how == "log":
+        logging.getLogger("tests.handler").warning("handled in process %d", os.getpid())
+        return "logged"
     return _BEHAVES
 
 

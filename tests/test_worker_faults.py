@@ -139,3 +139,42 @@ def test_the_worker_logs_the_error_type_never_its_text(api, workers, tmp_path):
     failures = [r for r in records if r.get("job_id") == job and "failed" in r["msg"]]
     assert len(failures) == 2, records
     assert all("ValueError" in r["msg"] for r in failures), failures
+
+
+def test_with_process_isolation_a_hung_or_dying_handler_costs_its_job_only(
+        api, workers, tmp_path):
+    """QUEUE_ISOLATION=process, one slot: a handler that hangs is killed at the
+    timeout, one that kills its process fails its own job, and the worker, its
+    one slot intact, goes on; the handler's log lines carry the job's ids."""
+    cases = {  # what the handler does: the job's error
+        "hang": "timed out after 1s",
+        "die": "HandlerDied: the handler's process ended (exit code 3)",
+        "kill": "HandlerDied: the handler's process ended (killed by SIGKILL)",
+        "exit": "SystemExit",
+        "surrogate": "handler returned a string that is not valid UTF-8 "
+                     "(surrogates not allowed at index 0)",
+        "two-part error": "TwoPartError: bad input",
+    }
+    users = {how: api.as_user() for how in cases}
+    jobs = {how: client.enqueue(how)["id"] for how, client in users.items()}
+    innocent = api.as_user()
+    beside = [innocent.enqueue(item("b", i, sleep=0.05))["id"] for i in range(6)]
+    logged = innocent.enqueue("log")["id"]
+    proc = workers.start("--handler", SYNC, "--concurrency", "1", "--isolation", "process",
+                         QUEUE_JOB_TIMEOUT_SECONDS="1", QUEUE_MAX_ATTEMPTS="2",
+                         LOG_FORMAT="json", LOG_LEVEL="INFO")
+
+    for how, client in users.items():
+        failed = wait_until(lambda: (j := client.job(jobs[how]))["status"] == "FAILED" and j,
+                            timeout=60, message=f"the {how!r} job to fail")
+        assert (failed["attempts"], failed["error"]) == (2, cases[how])
+    wait_until(lambda: finished(innocent, beside + [logged]), timeout=30)
+    assert_completed_first_time(innocent, beside + [logged])
+    assert proc.poll() is None, "the worker process ended"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+    records = json_lines((tmp_path / "worker-0.log").read_text(), "worker")
+    handled = [r for r in records if r["logger"] == "tests.handler"]
+    assert [r.get("job_id") for r in handled] == [logged], records
+    assert f"process {proc.pid}" not in handled[0]["msg"], "ran in the worker's own process"

@@ -25,9 +25,11 @@ What happens to an in-flight job:
   the jobs (the attempt counts).
 A sync handler that times out keeps running in its thread until it returns;
 its result is discarded (threads cannot be killed). Such a hung thread costs
-the worker a slot, never another job's attempt (`HandlerThreads`); once hung
-threads fill the pool the worker stops as at SIGTERM and exits 75 for its
-supervisor to restart it (`Worker._threads_changed`).
+the worker a slot, never another job's attempt (`runners.HandlerThreads`);
+once hung threads fill the pool the worker stops as at SIGTERM and exits 75
+for its supervisor to restart it (`Worker._threads_changed`). With
+QUEUE_ISOLATION=process the handler's child process is killed at the timeout
+instead, and a child that dies fails only its own job (`runners.HandlerProcesses`).
 
 Logs name a failed attempt's job and the kind of error, never the error's
 text: that may hold request data, and goes in the job's `error` only.
@@ -36,13 +38,11 @@ text: that may hold request data, and goes in the job's `error` only.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,52 +58,12 @@ from engine.logs import log_context
 from engine.queue import Batch, Queue
 
 from . import metrics
+from .outcomes import Outcome, check_result, failure
+from .runners import HandlerProcesses, HandlerThreads, HandlerTimeout
 
 log = logging.getLogger("workers")
 
-MAX_ERROR_CHARS = 2000
 EXIT_HUNG_HANDLERS = 75  # EX_TEMPFAIL: every handler thread is hung; a restart frees them
-
-
-class HandlerTimeout(Exception):
-    """The handler ran for the job timeout, counted from when its call started."""
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One attempt's outcome: the result, or the error for the job's `error`
-    and its kind (an exception's type, "timeout"...) for the log."""
-
-    ok: bool
-    value: str
-    kind: str = ""
-
-
-def describe(exc: BaseException) -> str:
-    """A handler's exception as the job's `error`: "Type: message", storable."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except BaseException:  # a __str__ that raises is the handler's bug, not ours
-        text = "<unprintable>"
-    return storable(f"{name}: {text}" if text else name)[:MAX_ERROR_CHARS]
-
-
-def storable(text: str) -> str:
-    """`text` as valid UTF-8 (Redis and JSON need it): lone surrogates escaped."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def check_result(result) -> Outcome:
-    """A handler's return value as the job's result, or why it cannot be one."""
-    if not isinstance(result, str):
-        return Outcome(False, f"handler returned {type(result).__name__}, not str", "bad result")
-    try:
-        str.encode(result, "utf-8")
-    except UnicodeEncodeError as exc:
-        return Outcome(False, "handler returned a string that is not valid UTF-8 "
-                              f"({exc.reason} at index {exc.start})", "bad result")
-    return Outcome(True, str.__str__(result))  # a plain str, even from a subclass of str
 
 
 class Signals:
@@ -176,77 +136,6 @@ class Signals:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class HandlerThreads:
-    """Runs a sync handler in a pool of threads, with a timeout on each call.
-
-    A thread cannot be killed: one whose call timed out keeps its place in the
-    pool until the handler returns, maybe never. Such threads are counted
-    (`hung`, and the `queue_worker_hung_threads` gauge), and the worker runs at
-    most `concurrency - hung` jobs at a time, so every job it runs finds a free
-    thread; and a call's timeout starts when the thread starts it, not when it
-    is submitted. No job is failed for waiting behind a hung thread.
-    """
-
-    def __init__(self, size: int, on_change: Callable[[], None]):
-        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="handler")
-        self._on_change = on_change  # called on the event loop when `hung` changes
-        self.hung = 0
-
-    async def call(self, handler: Callable, data: str, timeout: float):
-        """handler(data) in a thread; HandlerTimeout `timeout` seconds after it starts."""
-        loop = asyncio.get_running_loop()
-        started = loop.create_future()
-        context = contextvars.copy_context()  # the job's log context, in the handler's thread
-
-        def run():
-            _call_soon(loop, _resolve, started)
-            return context.run(handler, data)
-
-        future = self._pool.submit(run)
-        try:
-            await started  # at once: the worker runs no more jobs than it has free threads
-        except asyncio.CancelledError:  # shutdown: the job is handed back, never run
-            future.cancel()
-            raise
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                return await asyncio.wrap_future(future)
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # the handler's own TimeoutError
-            if not future.done():
-                self._hang(loop, future)
-            raise HandlerTimeout from None
-
-    def _hang(self, loop: asyncio.AbstractEventLoop, future) -> None:
-        self.hung += 1
-        metrics.HUNG_THREADS.inc()
-        future.add_done_callback(lambda _: _call_soon(loop, self._returned))
-        self._on_change()
-
-    def _returned(self) -> None:
-        self.hung -= 1
-        metrics.HUNG_THREADS.dec()
-        self._on_change()
-
-    def shutdown(self) -> None:
-        """Threads still running are left to `python -m workers` (see __main__)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _resolve(future: asyncio.Future) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> None:
-    """From a handler thread: run callback on the loop, unless the loop is closed."""
-    try:
-        loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:  # the worker has stopped: nobody to tell
-        pass
-
-
 @dataclass
 class WorkerConfig:
     concurrency: int = 10
@@ -263,6 +152,7 @@ class Worker:
         handler: Callable,
         config: WorkerConfig,
         blocking_redis: Redis | None = None,
+        runner: HandlerThreads | HandlerProcesses | None = None,
     ):
         self.queue = queue
         self.handler = handler
@@ -275,7 +165,9 @@ class Worker:
             [Keys.shard(b, "signal") for b in queue.keys.all_bases()],
             one_per_key=isinstance(self.blocking_redis, RedisCluster))
         self._is_async = inspect.iscoroutinefunction(handler)
-        self._threads = HandlerThreads(config.concurrency, on_change=self._threads_changed)
+        # where a sync handler runs (workers/runners.py): threads unless told otherwise
+        self._runner = runner or HandlerThreads(config.concurrency)
+        self._runner.on_change = self._threads_changed
         self._running: dict[asyncio.Task, Claimed | None] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -309,7 +201,7 @@ class Worker:
             await self._signals.close()
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
-            self._threads.shutdown()
+            self._runner.shutdown()
             log.info("worker %s stopped after %d jobs", self.owner, self.completed)
 
     # ---- the dispatcher ----
@@ -435,7 +327,7 @@ class Worker:
 
     def _capacity(self) -> int:
         """Jobs this worker may run at once: one per thread that is not hung."""
-        return self.config.concurrency - self._threads.hung
+        return self.config.concurrency - self._runner.hung
 
     def _may_go_on(self) -> bool:
         """May a slot that has just run a job take another? Not once hung
@@ -473,32 +365,32 @@ class Worker:
         the worker's own cancellation (shutdown) passes through."""
         started = time.perf_counter()
         try:
-            result = await self._call(job.data)
+            return await self._call(job.data)
         except HandlerTimeout:
             return Outcome(False, f"timed out after {self.config.job_timeout_seconds:g}s",
                            "timeout")
         except asyncio.CancelledError as exc:
             if asyncio.current_task().cancelling():
                 raise  # ours: _drain hands the job back
-            return Outcome(False, describe(exc), type(exc).__name__)  # the handler's own
+            return failure(exc)  # the handler's own
         except BaseException as exc:  # SystemExit, KeyboardInterrupt... in user code too
-            return Outcome(False, describe(exc), type(exc).__name__)
+            return failure(exc)
         finally:
             metrics.HANDLER_SECONDS.observe(time.perf_counter() - started)
-        return check_result(result)
 
-    async def _call(self, data: str):
-        """The handler's result; HandlerTimeout once it has run for the job timeout."""
+    async def _call(self, data: str) -> Outcome:
+        """The handler's outcome; HandlerTimeout once it has run for the job timeout."""
         timeout = self.config.job_timeout_seconds
         if not self._is_async:
-            return await self._threads.call(self.handler, data, timeout)
+            return await self._runner.call(self.handler, data, timeout)
         try:
             async with asyncio.timeout(timeout) as deadline:  # no extra task
-                return await self.handler(data)
+                result = await self.handler(data)
         except TimeoutError:
             if deadline.expired():
                 raise HandlerTimeout from None
             raise
+        return check_result(result)
 
     async def _finish(self, job: Claimed, outcome: Outcome, claim_n: int) -> Batch | None:
         """Record the outcome; keep trying while our lease could still be valid."""
