@@ -58,6 +58,7 @@ class HandlerThreads:
 
     def __init__(self, size: int):
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="handler")
+        self._size = size
         self.on_change: Callable[[], None] = _nothing  # on the event loop, when `hung` changes
         self.hung = 0
 
@@ -91,6 +92,8 @@ class HandlerThreads:
     def _hang(self, loop: asyncio.AbstractEventLoop, future) -> None:
         self.hung += 1
         metrics.HUNG_THREADS.inc()
+        log.warning("the handler is still running in its thread past the timeout; "
+                    "%d of %d threads hung", self.hung, self._size)
         future.add_done_callback(lambda _: _call_soon(loop, self._returned))
         self.on_change()
 
