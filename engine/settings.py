@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(30, gt=0)  # a request's whole body: 408 after
     http_max_connections: int = Field(10_000, ge=0)  # HTTP and WebSocket; over it: 503; 0: off
 
+    # workers: where sync handlers run (workers/runners.py); `process` can kill a hung one
+    queue_isolation: Literal["thread", "process"] = "thread"
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
         if self.redis_cluster:

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import signal
+import sys
+import threading
 import time
 
 import redis as redis_sync
@@ -74,3 +78,71 @@ async def never_returns(data: str) -> str:
 
 def returns_number(data: str):
     return 42
+
+
+# ---- handlers that misbehave, for tests/test_worker_faults.py ----
+
+_BEHAVES = object()
+
+
+class TwoPartError(Exception):
+    """Cannot be unpickled (its args are not its __init__'s): must not break a process pool."""
+
+    def __init__(self, first: str, second: str):
+        super().__init__(first + second)
+
+
+def _misbehave(how: str):
+    """Do what a buggy handler does; _BEHAVES when `how` names nothing."""
+    if how == "exit":
+        sys.exit()  # user code calling sys.exit()
+    if how == "exit 3":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    if how == "generator exit":
+        raise GeneratorExit
+    if how == "cancelled":
+        raise asyncio.CancelledError
+    if how.startswith("secret "):  # an error whose text holds request data
+        raise ValueError(f"cannot parse {how!r}")
+    if how == "surrogate error":
+        raise ValueError("bad input \ud800")
+    if how == "surrogate":
+        return "\ud800"
+    if how == "bytes":
+        return b"ok"
+    if how == "none":
+        return None  # forgot to return
+    # only with QUEUE_ISOLATION=process, where the handler has a process of its own:
+    if how == "die":
+        os._exit(3)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "two-part error":
+        raise TwoPartError("bad", " input")
+    if how == "log":
+        logging.getLogger("tests.handler").warning("handled in process %d", os.getpid())
+        return "logged"
+    return _BEHAVES
+
+
+def misbehaves(data: str):
+    """Sync: misbehaves as `data` says (see _misbehave), or sleeps for the JSON
+    request's "sleep" and returns "done <u>-<i>" like `record`."""
+    if data == "hang":
+        threading.Event().wait()  # never returns; the thread cannot be stopped
+    if (bad := _misbehave(data)) is not _BEHAVES:
+        return bad
+    d = json.loads(data)
+    time.sleep(d.get("sleep", 0))
+    return f"done {d.get('u')}-{d.get('i')}"
+
+
+async def misbehaves_async(data: str):
+    """`misbehaves` as an async handler (on the worker's event loop)."""
+    if (bad := _misbehave(data)) is not _BEHAVES:
+        return bad
+    d = json.loads(data)
+    await asyncio.sleep(d.get("sleep", 0))
+    return f"done {d.get('u')}-{d.get('i')}"

@@ -1,15 +1,21 @@
 """`python -m workers`: one worker process.
 
     python -m workers [--concurrency N] [--handler module:function] [--burst]
+                      [--isolation thread|process]
+
+Exit codes: 0 after SIGTERM or --burst; 75 when every handler thread hung
+past the job timeout (restart it: a fresh process has its threads back).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import logging
 import os
 import signal
+import sys
 import threading
 
 from engine import connection, logs, loop
@@ -17,6 +23,7 @@ from engine.queue import Queue
 from engine.settings import Settings, load_settings
 
 from .loader import load_handler
+from .runners import HandlerProcesses
 from .worker import Worker, WorkerConfig
 
 log = logging.getLogger("workers")
@@ -28,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--handler", help="module:function to call (QUEUE_HANDLER)")
     p.add_argument("--burst", action="store_true",
                    help="exit 0 as soon as no job is waiting or running for any user")
+    p.add_argument("--isolation", choices=["thread", "process"],
+                   help="run sync handlers in threads, or in child processes that are "
+                        "killed at the timeout (QUEUE_ISOLATION)")
     return p.parse_args(argv)
 
 
@@ -42,8 +52,12 @@ def build_worker(settings: Settings, redis_url: str, handler, burst: bool = Fals
         shutdown_grace_seconds=settings.queue_shutdown_grace_seconds,
         burst=burst,
     )
+    runner = None
+    if settings.queue_isolation == "process" and not inspect.iscoroutinefunction(handler):
+        runner = HandlerProcesses(settings.queue_concurrency, handler,
+                                  settings.log_level, settings.log_format)
     return Worker(queue, handler, config, blocking_redis=connection.client(
-        redis_url, client_name="queue-worker-wait"))
+        redis_url, client_name="queue-worker-wait"), runner=runner)
 
 
 async def serve(worker: Worker) -> None:
@@ -64,6 +78,8 @@ def main(argv=None) -> None:
         overrides["queue_concurrency"] = args.concurrency
     if args.handler:
         overrides["queue_handler"] = args.handler
+    if args.isolation:
+        overrides["queue_isolation"] = args.isolation
     settings = load_settings(**overrides)
     logs.configure(settings.log_level, settings.log_format)
     handler = load_handler(settings.queue_handler)
@@ -75,11 +91,15 @@ def main(argv=None) -> None:
     worker = build_worker(settings, url, handler, burst=args.burst)
     loop.run(serve(worker))
     if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
-        # A sync handler is still running in a thread past the grace period; its
-        # job was handed back. Python would wait for the thread at exit: don't.
-        log.warning("abandoning handler threads still running; their jobs were handed back")
+        # A sync handler is still running in a thread: past the grace period (its
+        # job was handed back) or past its timeout (its attempt failed). Python
+        # would wait for the thread at exit: don't.
+        log.warning("abandoning handler threads still running; their jobs were handed back "
+                    "or timed out")
         logging.shutdown()
-        os._exit(0)
+        os._exit(worker.exit_code)
+    if worker.exit_code:
+        sys.exit(worker.exit_code)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ How the loop goes:
 
 What happens to an in-flight job:
 - handler error or timeout: the attempt fails; retried with back-off up to
-  QUEUE_MAX_ATTEMPTS, then FAILED;
+  QUEUE_MAX_ATTEMPTS, then FAILED. Any exception counts, SystemExit and
+  KeyboardInterrupt included, and so does a result Redis cannot store (not a
+  str, or not valid UTF-8): a handler fails its own job, never the worker;
 - SIGTERM: no new job is taken, running ones get QUEUE_SHUTDOWN_GRACE_SECONDS
   to finish, the rest are handed back (`release.lua`: head of the user's
   queue, attempt not counted) and the process exits 0;
@@ -22,18 +24,25 @@ What happens to an in-flight job:
 - the process dies (kill -9): its leases expire and another worker reclaims
   the jobs (the attempt counts).
 A sync handler that times out keeps running in its thread until it returns;
-its result is discarded (threads cannot be killed).
+its result is discarded (threads cannot be killed). Such a hung thread costs
+the worker a slot, never another job's attempt (`runners.HandlerThreads`);
+once hung threads fill the pool the worker stops as at SIGTERM and exits 75
+for its supervisor to restart it (`Worker._threads_changed`). With
+QUEUE_ISOLATION=process the handler's child process is killed at the timeout
+instead, and a child that dies fails only its own job (`runners.HandlerProcesses`).
+
+Logs name a failed attempt's job and the kind of error, never the error's
+text: that may hold request data, and goes in the job's `error` only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import time
+import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -49,10 +58,12 @@ from engine.logs import log_context
 from engine.queue import Batch, Queue
 
 from . import metrics
+from .outcomes import Outcome, check_result, failure
+from .runners import HandlerProcesses, HandlerThreads, HandlerTimeout
 
 log = logging.getLogger("workers")
 
-MAX_ERROR_CHARS = 2000
+EXIT_HUNG_HANDLERS = 75  # EX_TEMPFAIL: every handler thread is hung; a restart frees them
 
 
 class Signals:
@@ -141,6 +152,7 @@ class Worker:
         handler: Callable,
         config: WorkerConfig,
         blocking_redis: Redis | None = None,
+        runner: HandlerThreads | HandlerProcesses | None = None,
     ):
         self.queue = queue
         self.handler = handler
@@ -153,9 +165,9 @@ class Worker:
             [Keys.shard(b, "signal") for b in queue.keys.all_bases()],
             one_per_key=isinstance(self.blocking_redis, RedisCluster))
         self._is_async = inspect.iscoroutinefunction(handler)
-        self._threads = ThreadPoolExecutor(
-            max_workers=config.concurrency, thread_name_prefix="handler"
-        )
+        # where a sync handler runs (workers/runners.py): threads unless told otherwise
+        self._runner = runner or HandlerThreads(config.concurrency)
+        self._runner.on_change = self._threads_changed
         self._running: dict[asyncio.Task, Claimed | None] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -163,6 +175,7 @@ class Worker:
         self._shard = 0
         self._spread = queue.keys.shards > 1
         self.completed = 0
+        self.exit_code = 0  # EXIT_HUNG_HANDLERS when hung threads stopped the worker
 
     # ---- lifecycle ----
 
@@ -188,7 +201,7 @@ class Worker:
             await self._signals.close()
             maintenance.cancel()
             await asyncio.gather(maintenance, return_exceptions=True)
-            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._runner.shutdown()
             log.info("worker %s stopped after %d jobs", self.owner, self.completed)
 
     # ---- the dispatcher ----
@@ -197,7 +210,7 @@ class Worker:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
-                free = self.config.concurrency - len(self._running)
+                free = self._capacity() - len(self._running)
                 if free <= 0:
                     await self._wait(None)
                     continue
@@ -286,71 +299,107 @@ class Worker:
         task.add_done_callback(self._slot_done)
 
     def _slot_done(self, task: asyncio.Task) -> None:
-        self._running.pop(task, None)
+        job = self._running.pop(task, None)
         self._wake.set()
-        if not task.cancelled() and task.exception():
-            log.error("slot crashed", exc_info=task.exception())
+        if not task.cancelled() and (exc := task.exception()):
+            # a bug of ours: where it happened, not the message (it may hold request data)
+            log.error("slot crashed on job %s: %s\n%s", job.job_id if job else "-",
+                      type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
 
     async def _slot(self, job: Claimed) -> None:
         """Run jobs one after another: each finish claims this slot's next job."""
         task = asyncio.current_task()
         while job is not None:
             self._running[task] = job
-            ok, value = await self._execute(job)
+            outcome = await self._execute(job)
             self._running[task] = None  # the outcome is being recorded: nothing to hand back
             # One shard: the finish claims the next job in the same round trip.
             # Several: the next job comes from the next shard in turn, or a slot
             # would keep serving its own shard while users of others wait.
-            claim_n = 0 if self._stopping.is_set() or self._spread else 1
-            batch = await self._finish(job, ok, value, claim_n)
+            go_on = self._may_go_on()
+            claim_n = 1 if go_on and not self._spread else 0
+            batch = await self._finish(job, outcome, claim_n)
             job = batch.jobs[0] if batch and batch.jobs else None
             if batch is not None:
                 self._note_due(batch)
-                if self._spread and not self._stopping.is_set():
+                if self._spread and go_on:
                     job = await self._claim_next()
 
-    async def _execute(self, job: Claimed) -> tuple[bool, str]:
+    def _capacity(self) -> int:
+        """Jobs this worker may run at once: one per thread that is not hung."""
+        return self.config.concurrency - self._runner.hung
+
+    def _may_go_on(self) -> bool:
+        """May a slot that has just run a job take another? Not once hung
+        threads have taken its place (it counts itself in `_running`)."""
+        return not self._stopping.is_set() and len(self._running) <= self._capacity()
+
+    def _threads_changed(self) -> None:
+        """A handler thread hung or came back. With every thread hung this worker
+        can run nothing, and may never again: it stops as at SIGTERM (what it
+        holds is finished or handed back) and exits EXIT_HUNG_HANDLERS, for its
+        supervisor to start a fresh process. Stopping claims while hung threads
+        fill the pool would keep it alive but useless, perhaps for good."""
+        if self._capacity() <= 0 and not self._stopping.is_set():
+            log.error("all %d handler threads are hung past the job timeout; stopping, "
+                      "to be restarted", self.config.concurrency)
+            self.exit_code = EXIT_HUNG_HANDLERS
+            self.stop()
+        self._wake.set()
+
+    async def _execute(self, job: Claimed) -> Outcome:
         """Run the handler once; its log lines (and ours) carry the job's ids."""
         token = log_context.set({"job_id": job.job_id, "user_id": job.user_id})
         metrics.STARTED.inc()
         try:
-            ok, value = await self._attempt(job)
-            if not ok:
-                log.info("attempt %d of job %s failed: %s", job.attempts, job.job_id, value)
-            return ok, value
+            outcome = await self._attempt(job)
+            if not outcome.ok:  # the kind only: the error's text may hold request data
+                log.info("attempt %d of job %s failed: %s", job.attempts, job.job_id,
+                         outcome.kind)
+            return outcome
         finally:
             log_context.reset(token)
 
-    async def _attempt(self, job: Claimed) -> tuple[bool, str]:
+    async def _attempt(self, job: Claimed) -> Outcome:
+        """The handler's failure of any kind is the job's, not the worker's: only
+        the worker's own cancellation (shutdown) passes through."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.config.job_timeout_seconds):  # no extra task
-                result = await self._call(job.data)
-            if not isinstance(result, str):
-                raise TypeError(f"handler returned {type(result).__name__}, not str")
-            return True, result
-        except asyncio.TimeoutError:
-            return False, f"timed out after {self.config.job_timeout_seconds:g}s"
-        except Exception as exc:  # the handler's failure is the job's, not the worker's
-            return False, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            return await self._call(job.data)
+        except HandlerTimeout:
+            return Outcome(False, f"timed out after {self.config.job_timeout_seconds:g}s",
+                           "timeout")
+        except asyncio.CancelledError as exc:
+            if asyncio.current_task().cancelling():
+                raise  # ours: _drain hands the job back
+            return failure(exc)  # the handler's own
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt... in user code too
+            return failure(exc)
         finally:
             metrics.HANDLER_SECONDS.observe(time.perf_counter() - started)
 
-    async def _call(self, data: str):
-        if self._is_async:
-            return await self.handler(data)
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()  # the job's log context, in the handler's thread
-        return await loop.run_in_executor(self._threads, context.run, self.handler, data)
+    async def _call(self, data: str) -> Outcome:
+        """The handler's outcome; HandlerTimeout once it has run for the job timeout."""
+        timeout = self.config.job_timeout_seconds
+        if not self._is_async:
+            return await self._runner.call(self.handler, data, timeout)
+        try:
+            async with asyncio.timeout(timeout) as deadline:  # no extra task
+                result = await self.handler(data)
+        except TimeoutError:
+            if deadline.expired():
+                raise HandlerTimeout from None
+            raise
+        return check_result(result)
 
-    async def _finish(self, job: Claimed, ok: bool, value: str, claim_n: int) -> Batch | None:
+    async def _finish(self, job: Claimed, outcome: Outcome, claim_n: int) -> Batch | None:
         """Record the outcome; keep trying while our lease could still be valid."""
         deadline = time.monotonic() + self.config.lease_seconds
         delay = 0.05
         while True:
             try:
                 batch = await self.queue.finish(
-                    job, ok, value, claim_n=claim_n, owner=self.owner,
+                    job, outcome.ok, outcome.value, claim_n=claim_n, owner=self.owner,
                     lease_seconds=self.config.lease_seconds,
                 )
                 break
