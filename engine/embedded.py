@@ -38,6 +38,8 @@ from pathlib import Path
 import psutil
 import redis as redis_sync
 
+from .startup import StartupError
+
 log = logging.getLogger(__name__)
 
 URL_FILE = "redis.url"
@@ -50,8 +52,8 @@ MAX_SOCKET_PATH = 100  # sun_path holds 104 bytes on macOS, 108 on Linux
 PR_SET_PDEATHSIG = 1
 
 
-class RedisUnavailable(SystemExit):
-    pass
+class RedisUnavailable(StartupError):
+    """No Redis to use: the embedded one cannot start, or a worker finds none."""
 
 
 def servers_in(data_dir: Path) -> list[psutil.Process]:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .startup import StartupError
+
 MIN_SECRET_BYTES = 32
 
 
@@ -128,7 +130,7 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides) -> Settings:
-    """Build the settings, or exit with one line naming what is wrong."""
+    """Build the settings, or a StartupError with one line naming what is wrong."""
     from pydantic import ValidationError
 
     try:
@@ -138,4 +140,4 @@ def load_settings(**overrides) -> Settings:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
             lines.append(f"{where}: {err['msg']}".replace("Value error, ", ""))
-        raise SystemExit("invalid settings: " + "; ".join(lines)) from None
+        raise StartupError("invalid settings: " + "; ".join(lines)) from None

@@ -13,6 +13,7 @@ import uvicorn
 
 from engine import logs, loop
 from engine.settings import load_settings
+from engine.startup import exit_on_startup_error
 
 from .app import create_app
 from .http.httpprotocol import TimedHttpProtocol
@@ -26,6 +27,10 @@ def main(argv=None) -> None:
 
     settings = load_settings()
     logs.configure(settings.log_level, settings.log_format)
+    if args.dev:  # a handler that does not load stops the start with one line
+        from workers.loader import load_handler
+
+        load_handler(settings.queue_handler)
     app = create_app(settings, dev_worker=args.dev)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None,
@@ -53,4 +58,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_startup_error(main)

@@ -64,10 +64,9 @@ async def _dev_worker(settings: Settings, redis_url: str):
     """`--dev`: a worker inside the API process, for trying the service out."""
     import asyncio
 
-    from workers.__main__ import build_worker
-    from workers.loader import load_handler
+    from workers.app import create_worker
 
-    worker = build_worker(settings, redis_url, load_handler(settings.queue_handler))
+    worker = create_worker(settings, redis_url)
     task = asyncio.create_task(worker.run())
     try:
         yield worker

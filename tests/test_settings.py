@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from engine.startup import StartupError
 from engine.settings import Settings, load_settings
 from tests.support import ROOT
 
@@ -162,9 +163,9 @@ def test_dot_env_elsewhere_is_not_read(fresh):
 
 def test_bad_values_are_refused_with_the_variable_named(fresh, monkeypatch):
     monkeypatch.setenv("QUEUE_CONCURRENCY", "lots")
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(StartupError) as info:
         load_settings()
-    message = str(info.value.code)
+    message = str(info.value)
     assert "QUEUE_CONCURRENCY" in message and "\n" not in message
 
 
@@ -176,9 +177,9 @@ def test_production_refuses_a_missing_or_short_jwt_secret(fresh, monkeypatch, se
     monkeypatch.setenv("APP_ENV", "production")
     if secret is not None:
         monkeypatch.setenv("JWT_SECRET", secret)
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(StartupError) as info:
         load_settings()
-    message = str(info.value.code)
+    message = str(info.value)
     assert "JWT_SECRET" in message
     assert "\n" not in message
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import os
 import signal
@@ -19,12 +18,11 @@ import sys
 import threading
 
 from engine import connection, logs, loop
-from engine.queue import Queue
-from engine.settings import Settings, load_settings
+from engine.settings import load_settings
+from engine.startup import exit_on_startup_error
 
-from .loader import load_handler
-from .runners import HandlerProcesses
-from .worker import Worker, WorkerConfig
+from .app import create_worker
+from .worker import Worker
 
 log = logging.getLogger("workers")
 
@@ -39,25 +37,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="run sync handlers in threads, or in child processes that are "
                         "killed at the timeout (QUEUE_ISOLATION)")
     return p.parse_args(argv)
-
-
-def build_worker(settings: Settings, redis_url: str, handler, burst: bool = False) -> Worker:
-    # named, so CLIENT LIST tells the workers' connections from the API's
-    queue = Queue.from_settings(connection.client(redis_url, client_name="queue-worker"),
-                                settings)
-    config = WorkerConfig(
-        concurrency=settings.queue_concurrency,
-        lease_seconds=settings.queue_lease_seconds,
-        job_timeout_seconds=settings.queue_job_timeout_seconds,
-        shutdown_grace_seconds=settings.queue_shutdown_grace_seconds,
-        burst=burst,
-    )
-    runner = None
-    if settings.queue_isolation == "process" and not inspect.iscoroutinefunction(handler):
-        runner = HandlerProcesses(settings.queue_concurrency, handler,
-                                  settings.log_level, settings.log_format)
-    return Worker(queue, handler, config, blocking_redis=connection.client(
-        redis_url, client_name="queue-worker-wait"), runner=runner)
 
 
 async def serve(worker: Worker) -> None:
@@ -82,13 +61,12 @@ def main(argv=None) -> None:
         overrides["queue_isolation"] = args.isolation
     settings = load_settings(**overrides)
     logs.configure(settings.log_level, settings.log_format)
-    handler = load_handler(settings.queue_handler)
     url = settings.redis_url or connection.embedded_url_for_worker(settings.data_dir)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port)
-    worker = build_worker(settings, url, handler, burst=args.burst)
+    worker = create_worker(settings, url, burst=args.burst)
     loop.run(serve(worker))
     if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler is still running in a thread: past the grace period (its
@@ -103,4 +81,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_startup_error(main)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from engine.startup import StartupError
 
-class BadHandler(SystemExit):
-    pass
+
+class BadHandler(StartupError):
+    """QUEUE_HANDLER does not name a callable we can load."""
 
 
 def load_handler(path: str) -> Callable:

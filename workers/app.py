@@ -1,0 +1,36 @@
+"""Building a worker from the settings: the one factory for `python -m workers`
+and for the worker inside `python -m graph --dev`."""
+
+from __future__ import annotations
+
+import inspect
+
+from engine import connection
+from engine.queue import Queue
+from engine.settings import Settings
+
+from .loader import load_handler
+from .runners import HandlerProcesses
+from .worker import Worker, WorkerConfig
+
+
+def create_worker(settings: Settings, redis_url: str, *, burst: bool = False) -> Worker:
+    """A worker as the settings describe it, with its own Redis connections
+    (named, so CLIENT LIST tells the workers' connections from the API's).
+    A handler that does not load raises BadHandler (a StartupError)."""
+    handler = load_handler(settings.queue_handler)
+    queue = Queue.from_settings(connection.client(redis_url, client_name="queue-worker"),
+                                settings)
+    config = WorkerConfig(
+        concurrency=settings.queue_concurrency,
+        lease_seconds=settings.queue_lease_seconds,
+        job_timeout_seconds=settings.queue_job_timeout_seconds,
+        shutdown_grace_seconds=settings.queue_shutdown_grace_seconds,
+        burst=burst,
+    )
+    runner = None
+    if settings.queue_isolation == "process" and not inspect.iscoroutinefunction(handler):
+        runner = HandlerProcesses(settings.queue_concurrency, handler,
+                                  settings.log_level, settings.log_format)
+    return Worker(queue, handler, config, blocking_redis=connection.client(
+        redis_url, client_name="queue-worker-wait"), runner=runner)
