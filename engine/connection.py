@@ -20,6 +20,9 @@ from urllib.parse import quote
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .embedded import (  # noqa: F401 (where callers have always found them)
     EmbeddedRedis,
@@ -27,6 +30,24 @@ from .embedded import (  # noqa: F401 (where callers have always found them)
     embedded_url_for_worker,
     start_embedded,
 )
+
+# Errors after which the same call can succeed if tried again: the connection
+# dropped or timed out. Callers that retry name this tuple, not their own.
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Redis refused a write: it is at `maxmemory` (policy noeviction). A
+    command refused inside a script comes back as a plain ResponseError."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A TRANSIENT_ERRORS one, or Redis out of memory: memory comes back as
+    users dequeue and results expire, so the same call may pass later."""
+    return isinstance(exc, TRANSIENT_ERRORS) or out_of_memory(exc)
+
 
 CLUSTER_SUFFIX = "+cluster"
 # Connections per cluster node and client: a worker holds one per slot, one per

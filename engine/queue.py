@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+
 
 from . import scripts
+from .connection import out_of_memory  # noqa: F401 (callers find it beside the queue)
 from .jobs import Claimed, JobRecord
 from .keys import Keys
 
@@ -31,13 +32,6 @@ class NotQueued(Exception):
     def __init__(self, status: str):
         super().__init__(f"job is {status}")
         self.status = status
-
-
-def out_of_memory(exc: RedisError) -> bool:
-    """Redis refused a write: it is at `maxmemory` (policy noeviction). A
-    command refused inside a script comes back as a plain ResponseError."""
-    return isinstance(exc, OutOfMemoryError) or (
-        isinstance(exc, ResponseError) and "OOM command not allowed" in str(exc))
 
 
 @dataclass(slots=True)

@@ -48,8 +48,7 @@ from typing import Callable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from engine import connection
 from engine.jobs import Claimed
@@ -114,7 +113,7 @@ class Signals:
                 del self._tasks[key]
                 try:
                     woke = task.result() or woke
-                except (RedisConnectionError, RedisTimeoutError, OSError):
+                except connection.TRANSIENT_ERRORS:
                     raise  # the dispatcher backs off and retries
                 except Exception as exc:  # e.g. a redis-py cluster race: claim, then wait again
                     log.warning("waiting on %s failed: %r", key, exc)
@@ -222,7 +221,7 @@ class Worker:
                     return
                 await self._wait(self._block_timeout())
                 backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except connection.TRANSIENT_ERRORS as exc:
                 log.warning("redis unreachable (%s); retrying in %.1fs", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -403,7 +402,9 @@ class Worker:
                     lease_seconds=self.config.lease_seconds,
                 )
                 break
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisError, OSError) as exc:
+                if not connection.is_transient(exc):
+                    raise
                 if time.monotonic() + delay > deadline:
                     log.error("could not record job %s (%s); its lease will expire "
                               "and it will run again", job.job_id, exc)
