@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import InvalidOperationTypeError
 
 log = logging.getLogger("graph.errors")
 
@@ -91,6 +92,9 @@ def classify(error: GraphQLError) -> str:
     original = error.original_error
     if isinstance(original, ApiError):
         return original.code
+    if isinstance(original, InvalidOperationTypeError):
+        # a query or mutation sent over the legacy graphql-ws protocol (subscriptions only)
+        return "BAD_USER_INPUT"
     if isinstance(original, RecursionError) or _TOO_COMPLEX.search(error.message):
         return "QUERY_TOO_COMPLEX"
     if error.message.startswith("Syntax Error"):
@@ -104,14 +108,20 @@ def classify(error: GraphQLError) -> str:
     return "INTERNAL_SERVER_ERROR"
 
 
-def mask(error: GraphQLError) -> str:
-    """Log an unexpected error with a fresh id; the message the client gets."""
+def log_unexpected(exc: BaseException, where: str) -> tuple[str, str]:
+    """The one place an unexpected error is masked: logged in full with a fresh
+    id; the client gets only (that id, a message naming it)."""
     error_id = uuid.uuid4().hex[:12]
-    original = error.original_error or error
-    log.error("unexpected error %s at %s: %s", error_id, error.path, error.message,
-              exc_info=(type(original), original, original.__traceback__))
+    log.error("unexpected error %s %s", error_id, where,
+              exc_info=(type(exc), exc, exc.__traceback__))
+    return error_id, f"Internal server error (id {error_id})."
+
+
+def mask(error: GraphQLError) -> str:
+    """Mask an unexpected GraphQL error in place; its id."""
+    error_id, error.message = log_unexpected(
+        error.original_error or error, f"at {error.path}: {error.message}")
     error.extensions = {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id}
-    error.message = f"Internal server error (id {error_id})."
     return error_id
 
 

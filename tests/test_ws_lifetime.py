@@ -186,3 +186,15 @@ async def test_an_expired_token_closes_its_socket_with_4403(short_lived, protoco
         assert time.time() >= expires, "closed only once the token expired"
     assert closed.value.rcvd.code == 4403
     assert polls > 1
+
+
+# ---- a query over the legacy protocol ----
+
+async def test_a_query_on_the_legacy_protocol_is_refused_with_a_code_not_masked(server):
+    """The legacy graphql-ws protocol carries subscriptions only (strawberry refuses
+    the rest): the client is told so, not given an internal error."""
+    user, _, _ = a_finished_job(server)
+    async with Socket.open(server, LEGACY_WS, user.token) as socket:
+        await socket.start("q", "{ me { id } }")
+        errors = await socket.errors("q")
+        assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"], errors

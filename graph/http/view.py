@@ -28,9 +28,7 @@ mutation by GET gets 405.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import uuid
 from typing import Any
 
 from cross_web import HTTPException
@@ -42,12 +40,11 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from ..context import Context
-from ..errors import CODES, ApiError, error_body, fix_all
+from ..errors import CODES, ApiError, error_body, fix_all, log_unexpected
 from ..live.fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
 from .accept import GRAPHQL_RESPONSE, JSON, preferred
 from .graphiql import LocalGraphiQL
 
-log = logging.getLogger("graph.http.view")
 
 MAX_JSON_DEPTH = 64  # far above any real request; deeper is refused before GraphQL sees it
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -143,12 +140,10 @@ class GraphQLView(LocalGraphiQL, GraphQL):
             response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
         except RequestError as exc:
             response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
-        except Exception:
-            error_id = uuid.uuid4().hex[:12]
-            log.exception("unexpected error %s while serving %s", error_id, scope.get("path"))
-            response = error_response(f"Internal server error (id {error_id}).",
-                                      "INTERNAL_SERVER_ERROR", 500, media_type=media_type,
-                                      errorId=error_id)
+        except Exception as exc:
+            error_id, message = log_unexpected(exc, f"while serving {scope.get('path')}")
+            response = error_response(message, "INTERNAL_SERVER_ERROR", 500,
+                                      media_type=media_type, errorId=error_id)
         response.headers.add_vary_header("Accept")  # the answer (GraphiQL or which JSON) follows it
         await response(scope, receive, send)
 
