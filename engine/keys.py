@@ -134,7 +134,8 @@ def lua_keys() -> str:
     """The shard's keys as Lua functions of the script's KEYS[1], the shard's
     base key: `keys.pending(uid)` is `Keys.pending(base, uid)`. The counters
     are left out: their scripts get the whole key as KEYS[1]."""
-    lines = ["local base = KEYS[1]", "local keys = {}"]
+    lines = ["-- the key names of engine/keys.py (LAYOUT), of the shard whose base key is KEYS[1]",
+             "local base = KEYS[1]", "local keys = {"]
     for name, template in LAYOUT.items():
         parts = list(Formatter().parse(template))
         if parts[0][:2] != ("", "base"):
@@ -146,5 +147,5 @@ def lua_keys() -> str:
             if field is not None:
                 expr.append(field)
         args = ", ".join(f for f in fields(name) if f != "base")
-        lines.append(f"function keys.{name}({args}) return {' .. '.join(expr)} end")
-    return "\n".join(lines)
+        lines.append(f"  {name} = function({args}) return {' .. '.join(expr)} end,")
+    return "\n".join(lines + ["}"])

@@ -104,7 +104,8 @@ def source(name: str) -> str:
     order: list[str] = []
     for needed in check_includes(f"{name}.lua", text):
         _add(needed, order, (f"{name}.lua",))
-    constants = "".join(f"local {k} = {v!r}\n" for k, v in CONSTANTS.items())
+    constants = "-- engine/scripts.py (CONSTANTS)\n" + "".join(
+        f"local {k} = {v!r}\n" for k, v in CONSTANTS.items())
     return "\n".join([constants] + [helpers()[h] for h in order] + [text])
 
 
