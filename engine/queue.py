@@ -233,6 +233,8 @@ class Queue:
         """Put back a token taken but not used, for another worker."""
         await (client or self.redis).lpush(key, "1")
 
+    # ---- the queue's shape (the API's metrics, a burst worker's exit) ----
+
     async def shape(self) -> Shape:
         """What the queue holds now, over all shards, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
