@@ -53,7 +53,16 @@ CLUSTER_SUFFIX = "+cluster"
 # Connections per cluster node and client: a worker holds one per slot, one per
 # shard while it waits for work, and a few for maintenance.
 CLUSTER_MAX_CONNECTIONS = 1000
+# How long a reply may take before the command fails with a TimeoutError
+# (redis-py's default is 5 s). It must stay well above our longest blocking
+# read, or an idle wait ends as an error: the worker's BLPOP blocks 2 s
+# (Signals.BLOCK_SECONDS in workers/worker.py), the API's event reader's
+# XREAD 1 s (EventHub._read in graph/live/events.py). A command that does
+# time out is retried by its caller: a worker keeps trying to record a job's
+# outcome until the job's lease would have run out, then leaves the job to be
+# reclaimed and run again (workers/worker.py, Worker._finish).
 SOCKET_TIMEOUT = 10.0
+# On a cluster a timeout costs more (see cluster_client): more headroom.
 CLUSTER_SOCKET_TIMEOUT = 15.0
 
 
@@ -80,8 +89,6 @@ def client(url: str, **kwargs) -> Redis | RedisCluster:
     """
     if is_cluster_url(url):
         return cluster_client(url, **kwargs)
-    # redis-py 8 reads with a 5 s socket timeout by default; our blocking reads
-    # (BLPOP 2 s, XREAD BLOCK 1 s) stay well under SOCKET_TIMEOUT.
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
     return Redis.from_url(url, decode_responses=True, health_check_interval=30, **kwargs)
 
@@ -122,10 +129,10 @@ def cluster_seeds(url: str) -> tuple[str, list[tuple[str, int]]]:
 def cluster_client(url: str, **kwargs) -> RedisCluster:
     first, nodes = cluster_seeds(url)
     kwargs.setdefault("max_connections", CLUSTER_MAX_CONNECTIONS)
-    # redis-py's cluster client reads with a 5 s socket timeout by default: the
-    # same as our blocking reads (XREAD BLOCK 5000, BLPOP 5), which then time out
-    # on the socket, and a socket timeout makes it drop every connection of the
-    # node, in-use ones included. Keep it well above the longest block.
+    # A timeout on a cluster node makes redis-py close that node's idle
+    # connections, mark its busy ones for reconnecting once their command is
+    # done, and map the cluster again: a blocking read that outlived the socket
+    # timeout would cost all that on every idle wait.
     kwargs.setdefault("socket_timeout", CLUSTER_SOCKET_TIMEOUT)
     return RedisCluster.from_url(
         first,

@@ -1,15 +1,54 @@
-"""Where a user's data lives in Redis.
+"""Where everything lives in Redis: the one table of key names.
 
-Every key of a user starts with its shard's base key, `<prefix>:{s<N>}`, so
-all of them, and the shard's rotation, leases and event stream, hash to one
-Redis Cluster slot: each Lua script touches a single slot. Users are spread
-over `QUEUE_SHARDS` shards by a stable hash of their id; changing the number
-of shards while jobs are queued would strand them, so choose it up front.
+Every key of a shard starts with its base key, `<prefix>:{s<N>}`, so all of
+them (the shard's rotation, leases and streams, and its users' and jobs'
+keys) hash to one Redis Cluster slot: each Lua script touches a single slot.
+Users are spread over `QUEUE_SHARDS` shards by a stable hash of their id;
+changing the number of shards while jobs are queued would strand them, so
+choose it up front.
+
+The Lua scripts get the same names as functions of a `keys` table
+(`keys.pending(uid)`), written from `LAYOUT` when they are loaded (see
+`lua_keys` and engine/scripts.py): Python and Lua cannot disagree.
 """
 
 from __future__ import annotations
 
 import zlib
+from string import Formatter
+
+# name -> template. `{base}` is the shard's base key; the other fields are
+# the method's arguments, in order.
+LAYOUT = {
+    # a shard
+    "rotation": "{base}:rot",  # list: users with waiting work and nothing running
+    "delayed": "{base}:delayed",  # zset: users whose head job waits for a retry, by due time
+    "leases": "{base}:leases",  # zset: `uid:jid` of running jobs, by lease deadline
+    "signal": "{base}:signal",  # list: wake-up tokens for blocked workers
+    "shard_events": "{base}:events",  # stream: every finished job, for the API's fan-out
+    "archive": "{base}:archive",  # list: `uid:jid` of changes MongoDB has not stored yet
+    # a user, in their shard
+    "pending": "{base}:u:{uid}:pending",  # list: waiting job ids, oldest first
+    "state": "{base}:u:{uid}:state",  # string: r rotation, d delayed, a running; absent: idle
+    "ready": "{base}:u:{uid}:ready",  # list: finished jobs not yet dequeued
+    "user_events": "{base}:u:{uid}:events",  # stream: the user's events, for replay
+    "idempotency": "{base}:u:{uid}:idem:{idem}",  # string: idempotency key -> job id
+    # a job, in its user's shard
+    "job": "{base}:j:{jid}",  # hash: data, status, attempts, times, result, token, version
+    # counters outside the shards: one key a command, so no slot to share
+    "enqueue_rate": "{prefix}:rate:{uid}:{minute}",  # a user's enqueues in one minute
+    "login_throttle": "{prefix}:login:{username}:{client}",  # failed logins, per window
+    "auth_attempts": "{prefix}:auth:{client}",  # logins and registrations of an address, a minute
+}
+
+
+def fields(name: str) -> list[str]:
+    """The template's fields in order, e.g. ["base", "uid"] for "pending"."""
+    return [f for _, f, _, _ in Formatter().parse(LAYOUT[name]) if f is not None]
+
+
+def _key(name: str, **values) -> str:
+    return LAYOUT[name].format(**values)
 
 
 class Keys:
@@ -29,15 +68,88 @@ class Keys:
     def all_bases(self) -> list[str]:
         return [self.base(s) for s in range(self.shards)]
 
-    # names below mirror the Lua helpers in lua/_lib.lua
+    # ---- a shard ----
+
     @staticmethod
-    def user(base: str, uid: str, what: str) -> str:
-        return f"{base}:u:{uid}:{what}"
+    def rotation(base: str) -> str:
+        return _key("rotation", base=base)
+
+    @staticmethod
+    def delayed(base: str) -> str:
+        return _key("delayed", base=base)
+
+    @staticmethod
+    def leases(base: str) -> str:
+        return _key("leases", base=base)
+
+    @staticmethod
+    def signal(base: str) -> str:
+        return _key("signal", base=base)
+
+    @staticmethod
+    def shard_events(base: str) -> str:
+        return _key("shard_events", base=base)
+
+    @staticmethod
+    def archive(base: str) -> str:
+        return _key("archive", base=base)
+
+    # ---- a user ----
+
+    @staticmethod
+    def pending(base: str, uid: str) -> str:
+        return _key("pending", base=base, uid=uid)
+
+    @staticmethod
+    def state(base: str, uid: str) -> str:
+        return _key("state", base=base, uid=uid)
+
+    @staticmethod
+    def ready(base: str, uid: str) -> str:
+        return _key("ready", base=base, uid=uid)
+
+    @staticmethod
+    def user_events(base: str, uid: str) -> str:
+        return _key("user_events", base=base, uid=uid)
+
+    @staticmethod
+    def idempotency(base: str, uid: str, idem: str) -> str:
+        return _key("idempotency", base=base, uid=uid, idem=idem)
+
+    # ---- a job ----
 
     @staticmethod
     def job(base: str, jid: str) -> str:
-        return f"{base}:j:{jid}"
+        return _key("job", base=base, jid=jid)
 
-    @staticmethod
-    def shard(base: str, what: str) -> str:
-        return f"{base}:{what}"
+    # ---- counters ----
+
+    def enqueue_rate(self, uid: str, minute: int) -> str:
+        return _key("enqueue_rate", prefix=self.prefix, uid=uid, minute=minute)
+
+    def login_throttle(self, username: str, client: str) -> str:
+        return _key("login_throttle", prefix=self.prefix, username=username, client=client)
+
+    def auth_attempts(self, client: str) -> str:
+        return _key("auth_attempts", prefix=self.prefix, client=client)
+
+
+def lua_keys() -> str:
+    """The shard's keys as Lua functions of the script's KEYS[1], the shard's
+    base key: `keys.pending(uid)` is `Keys.pending(base, uid)`. The counters
+    are left out: their scripts get the whole key as KEYS[1]."""
+    lines = ["-- the key names of engine/keys.py (LAYOUT), of the shard whose base key is KEYS[1]",
+             "local base = KEYS[1]", "local keys = {"]
+    for name, template in LAYOUT.items():
+        parts = list(Formatter().parse(template))
+        if parts[0][:2] != ("", "base"):
+            continue
+        expr = []
+        for literal, field, _, _ in parts:
+            if literal:
+                expr.append("'" + literal.replace("\\", "\\\\").replace("'", "\\'") + "'")
+            if field is not None:
+                expr.append(field)
+        args = ", ".join(f for f in fields(name) if f != "base")
+        lines.append(f"  {name} = function({args}) return {' .. '.join(expr)} end,")
+    return "\n".join(lines + ["}"])

@@ -1,10 +1,14 @@
 """The queue engine: every job transition as one call to an atomic Lua script.
 
-Both the API and the workers use this class; it knows Redis and nothing else.
+Both the API and the workers use this class; it knows Redis and nothing else,
+and nothing else knows Redis: the key names are in engine/keys.py, what the
+scripts answer in engine/replies.py, and the reads the API's metrics, event
+fan-out, throttles and the workers' wake-ups need are methods here.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -14,31 +18,10 @@ from . import scripts
 from .connection import out_of_memory  # noqa: F401 (callers find it beside the queue)
 from .jobs import Claimed, JobRecord
 from .keys import Keys
+from .replies import Batch, Enqueued, NotQueued, QueueFull, decode  # noqa: F401 (callers' too)
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
-
-
-class QueueFull(Exception):
-    """The user already has QUEUE_MAX_PENDING jobs waiting."""
-
-    def __init__(self, index: int):
-        super().__init__(f"queue full at item {index}")
-        self.index = index
-
-
-class NotQueued(Exception):
-    """Only a QUEUED job can be cancelled."""
-
-    def __init__(self, status: str):
-        super().__init__(f"job is {status}")
-        self.status = status
-
-
-@dataclass(slots=True)
-class Enqueued:
-    job_id: str
-    created: bool  # False when an idempotency key matched an earlier job
-    created_ms: int
+RATE_WINDOW_SECONDS = 120  # a minute's enqueue counter outlives its minute
 
 
 @dataclass(slots=True)
@@ -49,12 +32,31 @@ class Stats:
 
 
 @dataclass(slots=True)
-class Batch:
-    """What a claim or a finish brought back."""
+class Shape:
+    """What the queue holds now, over all shards (for metrics and `is_idle`)."""
 
-    jobs: list[Claimed]
-    next_due_ms: int  # until a retry falls due on that shard; -1: none
-    verdict: str | None = None
+    in_rotation: int  # users with jobs waiting and nothing running
+    delayed: int  # users whose next job waits for a retry
+    running: int  # jobs under a worker's lease
+    archive_backlog: int  # job changes MongoDB has not stored yet
+
+    @property
+    def users_waiting(self) -> int:
+        return self.in_rotation + self.delayed
+
+
+@dataclass(slots=True)
+class ShardEvent:
+    """An entry of a shard's event stream: a job of `user_id` finished.
+
+    `cursor` is the event's id in the user's own stream; `body` the job's
+    JSON, or None when it was too large to copy into the shard's stream
+    (QUEUE_EVENT_INLINE_BYTES): `Queue.event_bodies` reads those."""
+
+    entry_id: str
+    user_id: str
+    cursor: str
+    body: str | None
 
 
 @dataclass(slots=True)
@@ -78,14 +80,6 @@ class Bounds:
     def args(self) -> list[int]:
         return [self.events_keep, self.max_ready, self.finished_retention_seconds,
                 self.shard_events_keep, self.event_inline_bytes]
-
-
-def _batch(reply: list, verdict: str | None = None) -> Batch:
-    return Batch(
-        jobs=[Claimed(u, j, d, int(a), t) for u, j, d, a, t in reply[1:]],
-        next_due_ms=int(reply[0]),
-        verdict=verdict,
-    )
 
 
 class Queue:
@@ -113,8 +107,10 @@ class Queue:
         self.bounds = bounds or Bounds()
         self._scripts = scripts.register(redis)
 
-    async def _run(self, name: str, base: str, *args):
-        return await self._scripts[name](keys=[base], args=list(args))
+    async def _call(self, script: str, key: str, *args):
+        """Run a script and read its reply (engine/replies.py). `key`, its KEYS[1],
+        is a shard's base key; for `count`, the counter itself."""
+        return decode(script, await self._scripts[script](keys=[key], args=list(args)))
 
     # ---- producer side (the API) ----
 
@@ -125,12 +121,12 @@ class Queue:
         args: list = [uid, max_pending, IDEMPOTENCY_TTL_SECONDS]
         for jid, data, key in items:
             args += [jid, data, key or ""]
-        reply = await self._run("enqueue", self.keys.user_base(uid), *args)
-        if reply[0] == "full":
-            raise QueueFull(int(reply[1]))
-        t = int(reply[1])
-        pairs = reply[2:]
-        return [Enqueued(pairs[i], pairs[i + 1] == 1, t) for i in range(0, len(pairs), 2)]
+        return await self._call("enqueue", self.keys.user_base(uid), *args)
+
+    async def count_enqueues(self, uid: str, n: int) -> int:
+        """Add n to the user's enqueues this minute; returns the minute's total."""
+        key = self.keys.enqueue_rate(uid, int(time.time() // 60))
+        return await self.count(key, RATE_WINDOW_SECONDS, by=n)
 
     async def get(self, uid: str, jid: str) -> JobRecord | None:
         """The live record of one of the user's jobs, None if Redis has none."""
@@ -151,31 +147,25 @@ class Queue:
         }
 
     async def cancel(self, uid: str, jid: str) -> JobRecord | None:
-        reply = await self._run("cancel", self.keys.user_base(uid), uid, jid)
-        if reply[0] == "missing":
-            return None
-        if reply[0] == "conflict":
-            raise NotQueued(reply[1])
-        return JobRecord.from_json(reply[1])
+        """The cancelled job; None if Redis has no such job of the user's."""
+        return await self._call("cancel", self.keys.user_base(uid), uid, jid)
 
     async def dequeue(self, uid: str) -> JobRecord | None:
-        body = await self._run("dequeue", self.keys.user_base(uid), uid)
-        return JobRecord.from_json(body) if body else None
+        return await self._call("dequeue", self.keys.user_base(uid), uid)
 
     async def stats(self, uid: str) -> Stats:
         base = self.keys.user_base(uid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(Keys.user(base, uid, "pending"))
-            pipe.get(Keys.user(base, uid, "state"))
-            pipe.llen(Keys.user(base, uid, "ready"))
+            pipe.llen(Keys.pending(base, uid))
+            pipe.get(Keys.state(base, uid))
+            pipe.llen(Keys.ready(base, uid))
             pending, state, ready = await pipe.execute()
         return Stats(queued=pending, processing=1 if state == "a" else 0, ready=ready)
 
     # ---- consumer side (the workers) ----
 
     async def claim(self, base: str, n: int, owner: str, lease_seconds: float) -> Batch:
-        reply = await self._run("claim", base, n, owner, int(lease_seconds * 1000))
-        return _batch(reply)
+        return await self._call("claim", base, n, owner, int(lease_seconds * 1000))
 
     async def finish(
         self,
@@ -188,9 +178,8 @@ class Queue:
         lease_seconds: float,
     ) -> Batch:
         """Record an attempt's outcome and claim up to claim_n more jobs."""
-        reply = await self._run("finish", self.keys.user_base(job.user_id),
+        return await self._call("finish", self.keys.user_base(job.user_id),
                                 *self._finish_args(job, ok, value, claim_n, owner, lease_seconds))
-        return _batch(reply[1:], verdict=reply[0])
 
     def _finish_args(self, job: Claimed, ok: bool, value: str, claim_n: int, owner: str,
                      lease_seconds: float) -> list:
@@ -208,35 +197,72 @@ class Queue:
             )
         lost: list[str] = []
         for base, pairs in by_base.items():
-            lost += await self._run("heartbeat", base, int(lease_seconds * 1000), *pairs)
+            lost += await self._call("heartbeat", base, int(lease_seconds * 1000), *pairs)
         return lost
 
     async def reclaim(self, base: str) -> int:
         """Fail or retry the jobs of dead workers whose lease expired."""
         p = self.policy
-        return await self._run("reclaim", base, p.max_attempts,
-                               int(p.retry_base_seconds * 1000), *self.bounds.args())
+        return await self._call("reclaim", base, p.max_attempts,
+                                int(p.retry_base_seconds * 1000), *self.bounds.args())
 
     async def release(self, job: Claimed) -> bool:
         """Hand a running job back at shutdown, its attempt not counted."""
         base = self.keys.user_base(job.user_id)
-        return bool(await self._run("release", base, job.user_id, job.job_id, job.token))
+        return await self._call("release", base, job.user_id, job.job_id, job.token)
+
+    def signal_keys(self) -> list[str]:
+        """The shards' wake-up lists, pushed to by every enqueue, finish and release."""
+        return [Keys.signal(base) for base in self.keys.all_bases()]
+
+    async def wait_signal(self, keys: list[str], timeout: int, *, client: Redis | None = None
+                          ) -> str | None:
+        """Take a wake-up token from the first of `keys` that has one, waiting up
+        to `timeout` seconds (BLPOP: it holds its connection meanwhile, so pass a
+        client of its own). The key it came from; None when none came."""
+        got = await (client or self.redis).blpop(keys, timeout)
+        return got[0] if got else None
+
+    async def return_signal(self, key: str, *, client: Redis | None = None) -> None:
+        """Put back a token taken but not used, for another worker."""
+        await (client or self.redis).lpush(key, "1")
+
+    # ---- the queue's shape (the API's metrics, a burst worker's exit) ----
+
+    async def shape(self) -> Shape:
+        """What the queue holds now, over all shards, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for base in self.keys.all_bases():
+                pipe.llen(Keys.rotation(base))
+                pipe.zcard(Keys.delayed(base))
+                pipe.zcard(Keys.leases(base))
+                pipe.llen(Keys.archive(base))
+            counts = await pipe.execute()
+        return Shape(*(sum(counts[i::4]) for i in range(4)))
 
     async def is_idle(self) -> bool:
         """No job waits, waits for a retry, or runs, for any user."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for base in self.keys.all_bases():
-                pipe.llen(Keys.shard(base, "rot"))
-                pipe.zcard(Keys.shard(base, "delayed"))
-                pipe.zcard(Keys.shard(base, "leases"))
-            counts = await pipe.execute()
-        return not any(counts)
+        shape = await self.shape()
+        return not (shape.in_rotation or shape.delayed or shape.running)
+
+    async def head_wait(self) -> float:
+        """Seconds the job that runs next has waited since it was enqueued: the
+        longest of the shards' rotation heads; 0 when nothing waits."""
+        return max([await self._head_wait(base) for base in self.keys.all_bases()], default=0.0)
+
+    async def _head_wait(self, base: str) -> float:
+        uid = await self.redis.lindex(Keys.rotation(base), 0)
+        if not uid:
+            return 0.0
+        jid = await self.redis.lindex(Keys.pending(base, uid), 0)
+        created = jid and await self.redis.hget(Keys.job(base, jid), "created")
+        return max(0.0, time.time() - int(created) / 1000) if created else 0.0
 
     # ---- the archiver (the API) ----
 
     async def archive_batch(self, base: str, limit: int = 200) -> list[JobRecord]:
         """Jobs with changes MongoDB has not seen yet, oldest first."""
-        members = await self.redis.lrange(Keys.shard(base, "archive"), 0, limit - 1)
+        members = await self.redis.lrange(Keys.archive(base), 0, limit - 1)
         jids = list(dict.fromkeys(m.split(":", 1)[1] for m in members))
         async with self.redis.pipeline(transaction=False) as pipe:
             for jid in jids:
@@ -246,7 +272,7 @@ class Queue:
         gone = set(jids) - {r.id for r in found}
         for m in members:  # records that expired before they were archived
             if m.split(":", 1)[1] in gone:
-                await self.redis.lrem(Keys.shard(base, "archive"), 1, m)
+                await self.redis.lrem(Keys.archive(base), 1, m)
         return found
 
     async def mark_archived(
@@ -256,22 +282,53 @@ class Queue:
         args: list = [result_ttl, finished_retention]
         for job in jobs:
             args += [job.user_id, job.id, job.version]
-        await self._run("archived", base, *args)
+        await self._call("archived", base, *args)
 
-    # ---- events ----
+    # ---- events (the API) ----
+
+    async def last_shard_event(self, base: str) -> str:
+        """The id of the shard stream's newest entry ("0-0" when it is empty):
+        where a reader that wants only new events starts."""
+        last = await self.redis.xrevrange(Keys.shard_events(base), count=1)
+        return last[0][0] if last else "0-0"
+
+    async def read_shard_events(self, base: str, after: str, *, count: int, block_ms: int,
+                                client: Redis | None = None) -> list[ShardEvent]:
+        """The shard stream's entries after `after`, waiting up to block_ms for
+        the first (XREAD BLOCK: it holds its connection, so pass a client of its own)."""
+        reply = await (client or self.redis).xread(
+            {Keys.shard_events(base): after}, count=count, block=block_ms)
+        return [ShardEvent(entry_id, f["u"], f["c"], f.get("j"))
+                for _, entries in reply or () for entry_id, f in entries]
+
+    async def has_event(self, uid: str, cursor: str) -> bool:
+        """The user's stream still holds the event `cursor` (one can resume after it)."""
+        stream = Keys.user_events(self.keys.user_base(uid), uid)
+        return bool(await self.redis.xrange(stream, min=cursor, max=cursor, count=1))
 
     async def event_bodies(self, events: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The job JSON of (uid, cursor) events, from the users' own streams in
         one round trip; events those streams no longer hold are left out."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for uid, cursor in events:
-                stream = Keys.user(self.keys.user_base(uid), uid, "events")
+                stream = Keys.user_events(self.keys.user_base(uid), uid)
                 pipe.xrange(stream, min=cursor, max=cursor, count=1)
             rows = await pipe.execute()
         return {event: row[0][1]["j"] for event, row in zip(events, rows) if row}
 
     async def events_after(self, uid: str, after: str, count: int = 1000):
         """Retained events of a user after a cursor: [(cursor, JobRecord)]."""
-        stream = Keys.user(self.keys.user_base(uid), uid, "events")
+        stream = Keys.user_events(self.keys.user_base(uid), uid)
         rows = await self.redis.xrange(stream, min=f"({after}", count=count)
         return [(cid, JobRecord.from_json(f["j"])) for cid, f in rows]
+
+    # ---- counters (the API's throttles) ----
+
+    async def count(self, key: str, window_seconds: int, by: int = 1) -> int:
+        """Add `by` to a counter (a key of engine/keys.py) that lives
+        `window_seconds` from its first count; returns the new total. Atomic:
+        parallel callers cannot all pass a read-then-check."""
+        return await self._call("count", key, by, window_seconds)
+
+    async def clear_count(self, key: str) -> None:
+        await self.redis.delete(key)

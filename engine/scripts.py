@@ -1,20 +1,112 @@
-"""The Lua scripts of `lua/`, each a single atomic state change of a job."""
+"""The Lua scripts of `lua/`, each a single atomic state change, as Redis runs them.
+
+A script names the shared helpers it calls in an include line
+(`--@include keys, now_ms, touch`); the loader puts those, and the helpers
+they include in turn, in front of it, each once and before its first use.
+The helpers are the `--@helper` sections of `lua/_lib.lua`, and `keys`, the
+key names of engine/keys.py written as Lua. An include line that differs
+from what the code calls is refused at load, so a missing helper fails the
+first test that loads the script, not the one code path that calls it.
+"""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
+from .keys import lua_keys
+
 LUA_DIR = Path(__file__).parent / "lua"
+LIBRARY = "_lib.lua"
 NAMES = ("enqueue", "claim", "finish", "heartbeat", "reclaim", "release", "cancel",
-         "dequeue", "archived")
+         "dequeue", "archived", "count")
+
+# Numbers the scripts use that no setting changes, written in front of every
+# script as `local NAME = value` (settings travel as arguments instead).
+CONSTANTS = {
+    # tokens a shard's signal list holds: a worker blocks only after a claim
+    # found nothing, so one per waiting worker is plenty
+    "SIGNAL_TOKENS": 64,
+    # users whose retry fell due that one claim moves back to the rotation
+    "PROMOTE_BATCH": 100,
+    # expired leases one reclaim handles; a worker's maintenance calls every few seconds
+    "RECLAIM_BATCH": 100,
+}
+
+_HELPER = re.compile(r"^--@helper\s+(\w+)[ \t]*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^--@include\s+(.+)$", re.MULTILINE)
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+class ScriptError(Exception):
+    """A script or helper whose include line does not match its code."""
+
+
+@cache
+def helpers() -> dict[str, str]:
+    """Every helper's Lua text by name: the sections of _lib.lua, and `keys`."""
+    text = (LUA_DIR / LIBRARY).read_text()
+    marks = list(_HELPER.finditer(text))
+    found = {"keys": lua_keys()}
+    for mark, following in zip(marks, marks[1:] + [None]):
+        end = following.start() if following else len(text)
+        found[mark.group(1)] = text[mark.start():end].rstrip() + "\n"
+    return found
+
+
+def includes(text: str) -> list[str]:
+    """The helpers a script or helper names on its include line(s)."""
+    return [name.strip() for line in _INCLUDE.findall(text)
+            for name in line.split(",") if name.strip()]
+
+
+def calls(text: str) -> set[str]:
+    """The helpers a script or helper's code calls (comments left out)."""
+    code = _COMMENT.sub("", text)
+    found = {name for name in helpers() if name != "keys" and
+             re.search(rf"(?<![\w.])(?<!function ){name}\s*\(", code)}
+    if re.search(r"(?<![\w.])keys\.", code):
+        found.add("keys")
+    return found
+
+
+def check_includes(what: str, text: str) -> list[str]:
+    """The helpers `text` includes, once checked against those it calls."""
+    named = includes(text)
+    unknown = set(named) - set(helpers())
+    if unknown:
+        raise ScriptError(f"{what} includes unknown helper(s) {sorted(unknown)}")
+    called = calls(text)
+    if called != set(named):
+        missing, unused = called - set(named), set(named) - called
+        raise ScriptError(f"{what}: calls {sorted(missing)} without including them"
+                          if missing else f"{what}: includes {sorted(unused)} it does not call")
+    return named
+
+
+def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
+    """Append `name` to `order` after the helpers it needs (depth first)."""
+    if name in order:
+        return
+    if name in path:
+        raise ScriptError(f"helpers include each other: {' -> '.join(path + (name,))}")
+    needs = [] if name == "keys" else check_includes(f"helper {name}", helpers()[name])
+    for needed in needs:  # `keys` is generated, and calls nothing
+        _add(needed, order, path + (name,))
+    order.append(name)
 
 
 @cache
 def source(name: str) -> str:
-    """A script's text with the shared helpers of `_lib.lua` in front."""
-    lib = (LUA_DIR / "_lib.lua").read_text()
-    return lib + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+    """A script's text as Redis runs it: constants, included helpers, the script."""
+    text = (LUA_DIR / f"{name}.lua").read_text()
+    order: list[str] = []
+    for needed in check_includes(f"{name}.lua", text):
+        _add(needed, order, (f"{name}.lua",))
+    constants = "-- engine/scripts.py (CONSTANTS)\n" + "".join(
+        f"local {k} = {v!r}\n" for k, v in CONSTANTS.items())
+    return "\n".join([constants] + [helpers()[h] for h in order] + [text])
 
 
 def register(redis) -> dict:

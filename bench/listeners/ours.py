@@ -34,7 +34,7 @@ async def measure_ours(opts: Options, server: common.RedisServer) -> OursRun:
     prefix = f"benchls{os.getpid()}x{int(time.time())}"
     keys = Keys(prefix, shards=1)
     base = keys.base(0)
-    archive = Keys.shard(base, "archive")
+    archive = Keys.archive(base)
     queue = Queue(connection.client(server.url), keys, RetryPolicy())
     producer = Producer(queue, base, None if opts.archive else archive)
     r = server.client()

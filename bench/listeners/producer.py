@@ -8,7 +8,8 @@ import uuid
 from dataclasses import dataclass
 
 from engine.jobs import Claimed
-from engine.queue import Queue, _batch
+from engine.queue import Queue
+from engine.replies import decode
 
 OWNER = "bench-listeners-producer"
 LEASE = 120.0
@@ -49,15 +50,15 @@ async def finish_batch(queue: Queue, jobs: list[Claimed], *, claim_n: int) -> li
 
     The engine keeps no batch method for a benchmark alone, so this borrows
     the three parts of `Queue.finish` it needs (the registered script, its
-    argument list, the reply's parsing) rather than writing the script's
-    protocol a second time here."""
+    argument list, the engine's reading of the reply) rather than writing the
+    script's protocol a second time here."""
     finish = queue._scripts["finish"]
     pipe = queue.redis.pipeline(transaction=False)
     for job in jobs:
         await finish(keys=[queue.keys.user_base(job.user_id)],
                      args=queue._finish_args(job, True, "ok", claim_n, OWNER, LEASE),
                      client=pipe)
-    return [claimed for reply in await pipe.execute() for claimed in _batch(reply[1:]).jobs]
+    return [claimed for reply in await pipe.execute() for claimed in decode("finish", reply).jobs]
 
 
 class Producer:

@@ -1,54 +1,93 @@
--- Shared helpers, prepended to every script of this folder.
--- KEYS[1] is the shard's base key, e.g. "q:{s0}"; every key a script touches
--- starts with it, so one script touches one hash slot (Redis Cluster ready).
-local base = KEYS[1]
+-- Shared helpers. Each section starts with `--@helper NAME` and, when it
+-- calls other helpers, an `--@include` line naming them. A script names the
+-- helpers it calls in its own `--@include` line; engine/scripts.py puts
+-- those (and theirs) in front of it, and refuses a script or helper whose
+-- include line and calls differ.
+--
+-- Also in front of every script, written by engine/scripts.py:
+-- - `keys` (when included): the key names of engine/keys.py as functions of
+--   KEYS[1], the shard's base key, e.g. "q:{s0}". Every key a script touches
+--   starts with it, so one script touches one hash slot (Redis Cluster ready).
+-- - the constants of engine/scripts.py (CONSTANTS): SIGNAL_TOKENS,
+--   PROMOTE_BATCH, RECLAIM_BATCH.
+-- Settings come as arguments (see bounds_at).
+--
+-- Every script answers {status, ...}; engine/queue.py (REPLIES) says what
+-- each status means.
 
+--@helper now_ms
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function ukey(uid, what) return base .. ':u:' .. uid .. ':' .. what end
-local function jkey(jid) return base .. ':j:' .. jid end
+--@helper member
+-- A running or changed job in the shard's leases and archive: `uid:jid`.
+local function member(uid, jid) return uid .. ':' .. jid end
 
+--@helper signal
+--@include keys
 -- Wake a worker blocked on this shard. Tokens are capped: a worker only
 -- blocks after a claim found nothing, so one token per waiting worker is enough.
 local function signal()
-  redis.call('LPUSH', base .. ':signal', '1')
-  redis.call('LTRIM', base .. ':signal', 0, 63)
+  redis.call('LPUSH', keys.signal(), '1')
+  redis.call('LTRIM', keys.signal(), 0, SIGNAL_TOKENS - 1)
 end
 
+--@helper job_table
+--@include keys
 -- A queued job's hash holds only uid, data and created (memory per waiting
 -- job); the other fields start at these defaults and are written on change.
 local function job_table(jid)
-  local flat = redis.call('HGETALL', jkey(jid))
+  local flat = redis.call('HGETALL', keys.job(jid))
   local t = {id = jid, status = 'QUEUED', attempts = '0', v = '0'}
   for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
   return t
 end
 
+--@helper job_json
+--@include job_table
 local function job_json(jid)
   return cjson.encode(job_table(jid))
 end
 
+--@helper touch
+--@include keys, member
 -- Mark a change MongoDB should see: bump the record's version, queue it for the archiver.
 local function touch(uid, jid)
-  redis.call('HINCRBY', jkey(jid), 'v', 1)
-  redis.call('RPUSH', base .. ':archive', uid .. ':' .. jid)
+  redis.call('HINCRBY', keys.job(jid), 'v', 1)
+  redis.call('RPUSH', keys.archive(), member(uid, jid))
 end
 
+--@helper holds_lease
+--@include keys
+-- The job runs under this token: its worker's lease was not lost meanwhile.
+local function holds_lease(jid, token)
+  local held, status = unpack(redis.call('HMGET', keys.job(jid), 'token', 'status'))
+  return held == token and status == 'PROCESSING'
+end
+
+--@helper drop_lease
+--@include keys, member
+local function drop_lease(uid, jid)
+  redis.call('ZREM', keys.leases(), member(uid, jid))
+end
+
+--@helper schedule
+--@include keys, signal
 -- A user with nothing running goes to the back of the rotation if work waits.
 -- quiet: the caller claims right after and signals only if work is left over.
 local function schedule(uid, quiet)
-  if redis.call('LLEN', ukey(uid, 'pending')) > 0 then
-    redis.call('SET', ukey(uid, 'state'), 'r')
-    redis.call('RPUSH', base .. ':rot', uid)
+  if redis.call('LLEN', keys.pending(uid)) > 0 then
+    redis.call('SET', keys.state(uid), 'r')
+    redis.call('RPUSH', keys.rotation(), uid)
     if not quiet then signal() end
   else
-    redis.call('DEL', ukey(uid, 'state'))
+    redis.call('DEL', keys.state(uid))
   end
 end
 
+--@helper bounds_at
 -- What Redis keeps of finished jobs (CONTRACT §10), one group of arguments
 -- from ARGV[i] on, in the order of Bounds.args() in engine/queue.py.
 local function bounds_at(i)
@@ -61,16 +100,18 @@ local function bounds_at(i)
   }
 end
 
+--@helper cap_ready
+--@include keys
 -- At most bounds.ready jobs wait for dequeue: the oldest drop out of the
 -- dequeue order. Redis then forgets them as it does dequeued ones (once
 -- archived, after the retention; see archived.lua), so the ready cap bounds
 -- memory and not only the list; `job` and `jobs` find them in MongoDB.
 local function cap_ready(uid, bounds)
-  local rk = ukey(uid, 'ready')
+  local rk = keys.ready(uid)
   local over = redis.call('LLEN', rk) - bounds.ready
   if over <= 0 then return end
   for _, jid in ipairs(redis.call('LRANGE', rk, 0, over - 1)) do
-    local jk = jkey(jid)
+    local jk = keys.job(jid)
     local ttl = redis.call('TTL', jk)
     if ttl ~= -2 then  -- still there: archived.lua gives it the retention from now on
       redis.call('HSET', jk, 'dropped', 1)
@@ -82,35 +123,41 @@ local function cap_ready(uid, bounds)
   redis.call('LTRIM', rk, over, -1)
 end
 
+--@helper finish_terminal
+--@include keys, drop_lease, cap_ready, touch, job_json, schedule
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
 -- The user's stream holds the job; the shard's stream, read by every API
--- process, copies only small bodies (graph/events.py fetches the others from
--- the user's stream), so it holds at most shard_keep x inline bytes of them.
+-- process, copies only small bodies (graph/live/events.py fetches the others
+-- from the user's stream), so it holds at most shard_keep x inline bytes of them.
 local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
-  local jk = jkey(jid)
+  local jk = keys.job(jid)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
-  redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
-  redis.call('RPUSH', ukey(uid, 'ready'), jid)
+  drop_lease(uid, jid)
+  redis.call('RPUSH', keys.ready(uid), jid)
   cap_ready(uid, bounds)
   touch(uid, jid)
   local body = job_json(jid)
-  local cursor = redis.call('XADD', ukey(uid, 'events'), 'MAXLEN', '~', bounds.keep, '*', 'j', body)
+  local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
+                            'j', body)
   if #body <= bounds.inline then
-    redis.call('XADD', base .. ':events', 'MAXLEN', '~', bounds.shard_keep, '*',
+    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
                'u', uid, 'c', cursor, 'j', body)
   else
-    redis.call('XADD', base .. ':events', 'MAXLEN', '~', bounds.shard_keep, '*',
+    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
                'u', uid, 'c', cursor)
   end
   schedule(uid, quiet)
   return cursor
 end
 
+--@helper attempt_failed
+--@include keys, finish_terminal, drop_lease, schedule
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
+-- Returns 'failed' or 'retry'.
 local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet)
-  local jk = jkey(jid)
+  local jk = keys.job(jid)
   local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
   if attempts >= max_attempts then
     finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet)
@@ -120,54 +167,61 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', t + delay)
   redis.call('HDEL', jk, 'token')
   redis.call('HINCRBY', jk, 'v', 1)
-  redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
-  redis.call('LPUSH', ukey(uid, 'pending'), jid)
+  drop_lease(uid, jid)
+  redis.call('LPUSH', keys.pending(uid), jid)
   if delay <= 0 then
     schedule(uid, quiet)
   else
-    redis.call('SET', ukey(uid, 'state'), 'd')
-    redis.call('ZADD', base .. ':delayed', t + delay, uid)
+    redis.call('SET', keys.state(uid), 'd')
+    redis.call('ZADD', keys.delayed(), t + delay, uid)
   end
   return 'retry'
 end
 
--- Users whose retry back-off is over rejoin the rotation.
+--@helper promote_due
+--@include keys, schedule
+-- Users whose retry back-off is over rejoin the rotation, PROMOTE_BATCH at a
+-- time (the rest at the next claim).
 local function promote_due(t)
-  local due = redis.call('ZRANGEBYSCORE', base .. ':delayed', '-inf', t, 'LIMIT', 0, 100)
+  local due = redis.call('ZRANGEBYSCORE', keys.delayed(), '-inf', t, 'LIMIT', 0, PROMOTE_BATCH)
   for _, uid in ipairs(due) do
-    redis.call('ZREM', base .. ':delayed', uid)
+    redis.call('ZREM', keys.delayed(), uid)
     schedule(uid)
   end
 end
 
+--@helper claim
+--@include keys, member, promote_due
 -- Take up to n jobs: the head job of each user at the front of the rotation.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
   promote_due(t)
   local out = {}
   while #out < n do
-    local uid = redis.call('LPOP', base .. ':rot')
+    local uid = redis.call('LPOP', keys.rotation())
     if not uid then break end
-    local jid = redis.call('LPOP', ukey(uid, 'pending'))
+    local jid = redis.call('LPOP', keys.pending(uid))
     if jid then
-      local jk = jkey(jid)
+      local jk = keys.job(jid)
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
       local token = owner .. ':' .. attempts
       redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
       redis.call('HINCRBY', jk, 'v', 1)
-      redis.call('SET', ukey(uid, 'state'), 'a')
-      redis.call('ZADD', base .. ':leases', t + lease_ms, uid .. ':' .. jid)
+      redis.call('SET', keys.state(uid), 'a')
+      redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
       out[#out + 1] = {uid, jid, redis.call('HGET', jk, 'data'), attempts, token}
     else
-      redis.call('DEL', ukey(uid, 'state'))
+      redis.call('DEL', keys.state(uid))
     end
   end
   return out
 end
 
+--@helper next_due_in
+--@include keys
 -- Milliseconds until the next retry falls due, or -1 when none waits.
 local function next_due_in(t)
-  local first = redis.call('ZRANGE', base .. ':delayed', 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', keys.delayed(), 0, 0, 'WITHSCORES')
   if #first == 0 then return -1 end
   return math.max(0, tonumber(first[2]) - t)
 end

@@ -1,12 +1,14 @@
 -- The archiver stored these versions of jobs in MongoDB: drop them from the
 -- archive list and, once nothing more will happen to a job, let Redis forget
 -- it in time.
+--@include keys, member
 -- ARGV: result_ttl_seconds, finished_retention_seconds, then triples (uid, jid, v)
+-- Returns {'ok'}.
 local result_ttl, retention = tonumber(ARGV[1]), math.max(1, tonumber(ARGV[2]))
 for i = 3, #ARGV, 3 do
   local uid, jid, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local jk = jkey(jid)
-  redis.call('LREM', base .. ':archive', 1, uid .. ':' .. jid)
+  local jk = keys.job(jid)
+  redis.call('LREM', keys.archive(), 1, member(uid, jid))
   local cur, status, dequeued, dropped = unpack(redis.call('HMGET', jk, 'v', 'status', 'dequeued', 'dropped'))
   -- a later change pushed its own archive entry; that one will expire the record
   if (cur or '0') == v then
@@ -18,4 +20,4 @@ for i = 3, #ARGV, 3 do
     end
   end
 end
-return 1
+return {'ok'}

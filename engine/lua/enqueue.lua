@@ -1,4 +1,5 @@
 -- Add a batch of jobs to one user's queue, all or none.
+--@include keys, now_ms, member, schedule
 -- ARGV: uid, max_pending, idem_ttl_seconds, then per item: jid, data, idempotency key ('' for none)
 -- Returns {'ok', t, jid1, created1, jid2, created2, ...} or {'full', index0}.
 local uid = ARGV[1]
@@ -10,12 +11,12 @@ local t = now_ms()
 local result = {}
 local seen = {}
 local new = 0
-local pending = redis.call('LLEN', ukey(uid, 'pending'))
+local pending = redis.call('LLEN', keys.pending(uid))
 for i = 0, n - 1 do
   local jid, key = ARGV[4 + i * 3], ARGV[6 + i * 3]
   local existing = nil
   if key ~= '' then
-    existing = seen[key] or redis.call('GET', ukey(uid, 'idem:' .. key))
+    existing = seen[key] or redis.call('GET', keys.idempotency(uid, key))
   end
   if existing then
     result[i + 1] = existing
@@ -38,16 +39,16 @@ for i = 0, n - 1 do
     if key ~= '' then
       fields[#fields + 1] = 'idem'
       fields[#fields + 1] = key
-      redis.call('SET', ukey(uid, 'idem:' .. key), jid, 'EX', idem_ttl)
+      redis.call('SET', keys.idempotency(uid, key), jid, 'EX', idem_ttl)
     end
-    redis.call('HSET', jkey(jid), unpack(fields))
-    redis.call('RPUSH', ukey(uid, 'pending'), jid)
-    redis.call('RPUSH', base .. ':archive', uid .. ':' .. jid)  -- its MongoDB record
+    redis.call('HSET', keys.job(jid), unpack(fields))
+    redis.call('RPUSH', keys.pending(uid), jid)
+    redis.call('RPUSH', keys.archive(), member(uid, jid))  -- its MongoDB record
     out[#out + 1] = jid
     out[#out + 1] = 1
   end
 end
-if new > 0 and not redis.call('GET', ukey(uid, 'state')) then
+if new > 0 and not redis.call('GET', keys.state(uid)) then
   schedule(uid)
 end
 return out

@@ -1,16 +1,17 @@
 -- Record one attempt's outcome, then claim more work in the same round trip.
+--@include keys, now_ms, bounds_at, holds_lease, finish_terminal, attempt_failed, claim, signal, next_due_in
 -- ARGV: uid, jid, token, outcome ('ok' | 'error'), value (result or error),
 --       max_attempts, retry_base_ms, claim_n, owner, lease_ms, then the bounds (bounds_at)
--- Returns {verdict, next_due_ms, claimed jobs...}; verdict is 'completed',
--- 'retry', 'failed' or 'stale' (the lease was lost: nothing was recorded).
+-- Returns {verdict, next_due_ms, claimed jobs...}; the verdict (the status) is
+-- 'completed', 'retry', 'failed' or 'stale' (the lease was lost: nothing was
+-- recorded). Jobs are claimed whatever the verdict.
 local uid, jid, token, outcome, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local max_attempts, retry_base_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local claim_n, owner, lease_ms = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local bounds = bounds_at(11)
 local t = now_ms()
 local verdict
-local jk = jkey(jid)
-if redis.call('HGET', jk, 'token') ~= token or redis.call('HGET', jk, 'status') ~= 'PROCESSING' then
+if not holds_lease(jid, token) then
   verdict = 'stale'
 else
   local quiet = claim_n > 0
@@ -23,5 +24,5 @@ else
 end
 local jobs = claim(claim_n, owner, lease_ms, t)
 -- users left in the rotation after our own claim: wake another worker for them
-if redis.call('LLEN', base .. ':rot') > 0 then signal() end
+if redis.call('LLEN', keys.rotation()) > 0 then signal() end
 return {verdict, next_due_in(t), unpack(jobs)}

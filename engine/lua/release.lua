@@ -1,18 +1,18 @@
 -- Hand a running job back untouched (graceful shutdown): it goes back to the
 -- head of its user's queue, the attempt not counted, and its user to the front.
--- ARGV: uid, jid, token. Returns 1 when handed back, 0 when the lease was already lost.
+--@include keys, holds_lease, drop_lease, signal
+-- ARGV: uid, jid, token. Returns {'ok'} when handed back, {'stale'} when the
+-- lease was already lost.
 local uid, jid, token = ARGV[1], ARGV[2], ARGV[3]
-local jk = jkey(jid)
-if redis.call('HGET', jk, 'token') ~= token or redis.call('HGET', jk, 'status') ~= 'PROCESSING' then
-  return 0
-end
+if not holds_lease(jid, token) then return {'stale'} end
+local jk = keys.job(jid)
 redis.call('HINCRBY', jk, 'attempts', -1)
 redis.call('HSET', jk, 'status', 'QUEUED')
 redis.call('HDEL', jk, 'token', 'started')
 redis.call('HINCRBY', jk, 'v', 1)
-redis.call('ZREM', base .. ':leases', uid .. ':' .. jid)
-redis.call('LPUSH', ukey(uid, 'pending'), jid)
-redis.call('SET', ukey(uid, 'state'), 'r')
-redis.call('LPUSH', base .. ':rot', uid)
+drop_lease(uid, jid)
+redis.call('LPUSH', keys.pending(uid), jid)
+redis.call('SET', keys.state(uid), 'r')
+redis.call('LPUSH', keys.rotation(), uid)
 signal()
-return 1
+return {'ok'}

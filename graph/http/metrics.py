@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterator
 
 from graphql import GraphQLError
@@ -17,7 +16,6 @@ from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 
-from engine.keys import Keys
 from engine.queue import Queue
 
 from ..errors import classify
@@ -66,37 +64,15 @@ class OperationMetrics(SchemaExtension):
         OPERATIONS.labels(ctx.operation_name or "anonymous", op_type, code).inc()
 
 
-async def _head_wait(queue: Queue, base: str) -> float:
-    """Seconds the next job of the shard's rotation has waited since enqueue."""
-    uid = await queue.redis.lindex(Keys.shard(base, "rot"), 0)
-    if not uid:
-        return 0.0
-    jid = await queue.redis.lindex(Keys.user(base, uid, "pending"), 0)
-    created = jid and await queue.redis.hget(Keys.job(base, jid), "created")
-    return max(0.0, time.time() - int(created) / 1000) if created else 0.0
-
-
 async def sample_queue(queue: Queue) -> None:
     """Refresh the queue gauges from Redis, forever."""
     while True:
         try:
-            waiting = running = backlog = 0
-            head_wait = 0.0
-            for base in queue.keys.all_bases():
-                head_wait = max(head_wait, await _head_wait(queue, base))
-                async with queue.redis.pipeline(transaction=False) as pipe:
-                    pipe.llen(Keys.shard(base, "rot"))
-                    pipe.zcard(Keys.shard(base, "delayed"))
-                    pipe.zcard(Keys.shard(base, "leases"))
-                    pipe.llen(Keys.shard(base, "archive"))
-                    rot, delayed, leases, archive = await pipe.execute()
-                waiting += rot + delayed
-                running += leases
-                backlog += archive
-            USERS_WAITING.set(waiting)
-            JOBS_RUNNING.set(running)
-            ARCHIVE_BACKLOG.set(backlog)
-            HEAD_WAIT.set(head_wait)
+            shape = await queue.shape()
+            USERS_WAITING.set(shape.users_waiting)
+            JOBS_RUNNING.set(shape.running)
+            ARCHIVE_BACKLOG.set(shape.archive_backlog)
+            HEAD_WAIT.set(await queue.head_wait())
         except (RedisError, OSError) as exc:
             log.debug("metrics sample skipped: %s", exc)
         await asyncio.sleep(SAMPLE_SECONDS)

@@ -25,9 +25,8 @@ from redis.exceptions import RedisError
 
 from engine import connection
 from engine.jobs import JobRecord
-from engine.keys import Keys
 from engine.loop import cancel_and_wait
-from engine.queue import Queue
+from engine.queue import Queue, ShardEvent
 
 from ..errors import BadUserInput
 from ..http.metrics import CATCH_UPS
@@ -125,10 +124,8 @@ class EventHub:
         await connection.ready(self.queue.redis)  # a cluster's slots, before concurrent calls
         await connection.ready(self.redis)
         for base in self.queue.keys.all_bases():
-            stream = Keys.shard(base, "events")
-            last = await self.queue.redis.xrevrange(stream, count=1)
-            start = last[0][0] if last else "0-0"
-            self._readers.append(asyncio.create_task(self._read(stream, start)))
+            start = await self.queue.last_shard_event(base)
+            self._readers.append(asyncio.create_task(self._read(base, start)))
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._readers)
@@ -140,13 +137,13 @@ class EventHub:
 
     # ---- the reader ----
 
-    async def _read(self, stream: str, last: str) -> None:
+    async def _read(self, base: str, last: str) -> None:
         backoff = 0.1
         while True:
             try:
                 # block well under the client's socket timeout (engine/connection.py)
-                reply = await self.redis.xread({stream: last}, count=1000, block=1000)
-                entries = [entry for _, batch in reply or () for entry in batch]
+                entries = await self.queue.read_shard_events(
+                    base, last, count=1000, block_ms=1000, client=self.redis)
                 bodies = await self._large_bodies(entries)
                 backoff = 0.1
             except asyncio.CancelledError:
@@ -158,35 +155,35 @@ class EventHub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            for entry_id, fields in entries:
-                last = entry_id
-                self._dispatch(fields, bodies)
+            for entry in entries:
+                last = entry.entry_id
+                self._dispatch(entry, bodies)
 
-    async def _large_bodies(self, entries: list) -> dict[tuple[str, str], str]:
+    async def _large_bodies(self, entries: list[ShardEvent]) -> dict[tuple[str, str], str]:
         """The bodies the shard stream left out (jobs over QUEUE_EVENT_INLINE_BYTES,
         see finish_terminal in engine/lua/_lib.lua), for users someone listens to:
         one pipelined read of their own streams per batch. Small events, the
         common case, cost no extra round trip; the shard stream stays small in
         bytes however large the jobs are."""
-        wanted = [(f["u"], f["c"]) for _, f in entries
-                  if "j" not in f and f.get("u") in self._listeners]
+        wanted = [(e.user_id, e.cursor) for e in entries
+                  if e.body is None and e.user_id in self._listeners]
         return await self.queue.event_bodies(wanted) if wanted else {}
 
-    def _dispatch(self, fields: dict, bodies: dict[tuple[str, str], str]) -> None:
-        uid = fields.get("u")
+    def _dispatch(self, entry: ShardEvent, bodies: dict[tuple[str, str], str]) -> None:
+        uid = entry.user_id
         for callback in self._on_event:
             callback(uid)
         listeners = self._listeners.get(uid)
         if not listeners:
             return
-        body = fields.get("j") or bodies.get((uid, fields["c"]))
+        body = entry.body or bodies.get((uid, entry.cursor))
         if body is None:
             # A listener that came while the bodies were read: the event ended
             # before it listened (with `after`, its replay has it). Or the user's
             # stream dropped it already (QUEUE_EVENTS_KEEP newer events): a replay
             # would not find it either.
             return
-        event = (fields["c"], JobRecord.from_json(body))
+        event = (entry.cursor, JobRecord.from_json(body))
         for listener in listeners:
             listener.put(event)
 
@@ -212,8 +209,7 @@ class EventHub:
         if after == "0":
             return
         after = "%d-%d" % parse_cursor(after)
-        stream = Keys.user(self.queue.keys.user_base(uid), uid, "events")
-        if not await self.queue.redis.xrange(stream, min=after, max=after, count=1):
+        if not await self.queue.has_event(uid, after):
             raise BadUserInput(
                 "cursor unknown or too old: it is no longer retained; "
                 "subscribe without `after` to start from now", argument="after")

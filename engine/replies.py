@@ -1,0 +1,104 @@
+"""What each Lua script answers, and the one function that reads it.
+
+Every script answers `{status, ...}`. `REPLIES` says, per script and status,
+what the rest of the reply becomes: an exception class is raised with it as
+arguments; a function turns it into what the `Queue` method returns (as
+BullMQ maps its scripts' error codes). A status the table does not list means
+the scripts and this file disagree: `UnknownReply` names both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from .jobs import Claimed, JobRecord
+
+
+class QueueFull(Exception):
+    """The user already has QUEUE_MAX_PENDING jobs waiting."""
+
+    def __init__(self, index: int):
+        super().__init__(f"queue full at item {index}")
+        self.index = index
+
+
+class NotQueued(Exception):
+    """Only a QUEUED job can be cancelled."""
+
+    def __init__(self, status: str):
+        super().__init__(f"job is {status}")
+        self.status = status
+
+
+class UnknownReply(Exception):
+    """A script answered a status engine/replies.py does not know."""
+
+    def __init__(self, script: str, reply: Any):
+        status = reply[0] if isinstance(reply, list) and reply else reply
+        known = ", ".join(REPLIES.get(script, {})) or "none: no such script"
+        super().__init__(f"the {script!r} script answered status {status!r}; "
+                         f"engine/replies.py knows {known}")
+        self.script, self.reply = script, reply
+
+
+@dataclass(slots=True)
+class Enqueued:
+    job_id: str
+    created: bool  # False when an idempotency key matched an earlier job
+    created_ms: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a claim or a finish brought back."""
+
+    jobs: list[Claimed]
+    next_due_ms: int  # until a retry falls due on that shard; -1: none
+    verdict: str | None = None  # a finish's: completed, retry, failed or stale
+
+
+def _enqueued(t: int, *pairs) -> list[Enqueued]:
+    """`t, jid1, created1, jid2, created2, ...`"""
+    return [Enqueued(pairs[i], pairs[i + 1] == 1, int(t)) for i in range(0, len(pairs), 2)]
+
+
+def _batch(next_due_ms: int, *jobs: list, verdict: str | None = None) -> Batch:
+    """`next_due_ms, {uid, jid, data, attempts, token}, ...`"""
+    return Batch(jobs=[Claimed(u, j, d, int(a), t) for u, j, d, a, t in jobs],
+                 next_due_ms=int(next_due_ms), verdict=verdict)
+
+
+def _none() -> None:
+    return None
+
+
+# script -> status -> an exception to raise, or what the Queue method returns
+REPLIES: dict[str, dict[str, Callable]] = {
+    "enqueue": {"ok": _enqueued, "full": QueueFull},
+    "claim": {"ok": _batch},
+    # the status is the verdict; jobs are claimed whatever it is, a stale one too
+    "finish": {v: partial(_batch, verdict=v) for v in ("completed", "retry", "failed", "stale")},
+    "heartbeat": {"ok": lambda *lost: list(lost)},
+    "reclaim": {"ok": int},
+    "release": {"ok": lambda: True, "stale": lambda: False},
+    "cancel": {"ok": JobRecord.from_json, "missing": _none, "conflict": NotQueued},
+    "dequeue": {"ok": JobRecord.from_json, "empty": _none},
+    "archived": {"ok": _none},
+    "count": {"ok": int},
+}
+
+
+def decode(script: str, reply: Any) -> Any:
+    """The value of a script's reply, or its exception raised."""
+    if not isinstance(reply, list) or not reply:
+        raise UnknownReply(script, reply)
+    status, *rest = reply
+    meaning = REPLIES.get(script, {}).get(status)
+    if meaning is None:
+        raise UnknownReply(script, reply)
+    if isinstance(meaning, type) and issubclass(meaning, Exception):
+        raise meaning(*rest)
+    return meaning(*rest)
