@@ -42,7 +42,7 @@ async def _ours(url: str, total: int):
 
     q = our_queue(url)
     sub = connection.client(url)
-    stream = f"{PREFIX}:{{s0}}:events"
+    base = q.keys.base(0)
     fin: list[tuple[float, float]] = []  # (event ms, latency ms)
     engine_side: list[float] = []  # started - created, Redis clock (ms)
     done = asyncio.Event()
@@ -50,16 +50,15 @@ async def _ours(url: str, total: int):
     async def subscriber():
         last = "$"
         while len(fin) < total:
-            reply = await sub.xread({stream: last}, block=1000, count=500)
+            events = await q.read_shard_events(base, last, count=500, block_ms=1000, client=sub)
             now = time.time() * 1000
-            for _, entries in reply or []:
-                for eid, fields in entries:
-                    last = eid
-                    ms = int(eid.split("-")[0])
-                    fin.append((ms, now - ms))
-                    j = json.loads(fields["j"])
-                    engine_side.append(int(j["started"]) - int(j["created"]))
-            if done.is_set() and not reply:
+            for event in events:  # bodies are small here: each rides in the shard stream
+                last = event.entry_id
+                ms = int(event.entry_id.split("-")[0])
+                fin.append((ms, now - ms))
+                j = json.loads(event.body)
+                engine_side.append(int(j["started"]) - int(j["created"]))
+            if done.is_set() and not events:
                 break
 
     task = asyncio.create_task(subscriber())
