@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from . import common
 from .common import Figure, StartLog, percentile
 from .results import Row
-from .systems import PREFIX, all_systems, our_queue, start_ours, start_saq
+from .systems import all_systems, our_queue, start_ours, start_saq
 
 RATE = 500
 SECONDS = 5.0
