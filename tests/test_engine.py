@@ -567,12 +567,12 @@ class QueueMachine(RuleBasedStateMachine):
 
     def retry_due(self, lease: Claimed, back_off: str, before: int) -> int | None:
         """When Redis says the lease's job will be retried, checked against its back-off."""
-        due = self.run(self.redis.zscore(Keys.shard(self.base, "delayed"), lease.user_id))
+        due = self.observe().delayed.get(lease.user_id)
         if due is None:
             return None
         delay = back_off_ms(back_off, lease.attempts)
         assert before + delay <= due <= self.now() + delay, (before, delay, due)
-        return int(due)
+        return due
 
     def check_batch(self, batch, claimed: list[Claimed]) -> None:
         assert batch.jobs == claimed, "a claim takes the heads of the users at the rotation's front"
@@ -701,6 +701,7 @@ class QueueMachine(RuleBasedStateMachine):
         return self.run(self._observe())
 
     async def _observe(self) -> Snapshot:
+        """The one place the machine reads Redis keys itself (named in engine/keys.py)."""
         base = self.base
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lrange(Keys.shard(base, "rot"), 0, -1)
