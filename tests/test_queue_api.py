@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import pytest
+from starlette.testclient import TestClient
 
-from tests.support import GraphQLError, wait_until
+from graph.app import create_app
+from tests.support import Api, GraphQLError, WorkerProcesses, wait_until
 
 
 @pytest.fixture
 def alice(api):
     return api.as_user()
+
+
+@pytest.fixture
+def user_of():
+    """user_of(settings): a fresh user of an app built with those settings (its
+    lifespan runs until the test ends)."""
+    with contextlib.ExitStack() as apps:
+        yield lambda settings: Api(apps.enter_context(TestClient(create_app(settings)))).as_user()
 
 
 def test_enqueue_returns_the_stored_job_queued(alice):
@@ -55,41 +66,29 @@ def test_a_malformed_page_cursor_is_bad_user_input(alice):
     assert err.value.code == "BAD_USER_INPUT"
 
 
-def test_payload_over_the_limit_is_refused_and_nothing_is_stored(settings_factory):
-    from starlette.testclient import TestClient
-
-    from graph.app import create_app
-    from tests.support import Api
-
-    with TestClient(create_app(settings_factory(queue_max_payload_bytes=10))) as http:
-        client = Api(http).as_user()
-        client.enqueue("é" * 5)  # 10 bytes in UTF-8: at the limit
-        with pytest.raises(GraphQLError) as err:
-            client.enqueue("é" * 5 + "x")
-        assert err.value.code == "BAD_USER_INPUT"
-        assert client.stats()["queued"] == 1
+def test_payload_over_the_limit_is_refused_and_nothing_is_stored(user_of, settings_factory):
+    client = user_of(settings_factory(queue_max_payload_bytes=10))
+    client.enqueue("é" * 5)  # 10 bytes in UTF-8: at the limit
+    with pytest.raises(GraphQLError) as err:
+        client.enqueue("é" * 5 + "x")
+    assert err.value.code == "BAD_USER_INPUT"
+    assert client.stats()["queued"] == 1
 
 
-def test_a_full_queue_refuses_with_queue_full(settings_factory):
-    from starlette.testclient import TestClient
-
-    from graph.app import create_app
-    from tests.support import Api
-
-    with TestClient(create_app(settings_factory(queue_max_pending=3))) as http:
-        client = Api(http).as_user()
-        for i in range(3):
-            client.enqueue(str(i))
-        with pytest.raises(GraphQLError) as err:
-            client.enqueue("one too many")
-        assert err.value.code == "QUEUE_FULL"
-        # enqueueMany is all or none, naming the item that did not fit
-        client.cancel(client.call("{jobs(first:1){edges{node{id}}}}")["jobs"]["edges"][0]["node"]["id"])
-        with pytest.raises(GraphQLError) as err:
-            client.enqueue_many([{"requestData": "x"}, {"requestData": "y"}])
-        assert err.value.code == "QUEUE_FULL"
-        assert err.value.errors[0]["extensions"]["index"] == 1
-        assert client.stats()["queued"] == 2
+def test_a_full_queue_refuses_with_queue_full(user_of, settings_factory):
+    client = user_of(settings_factory(queue_max_pending=3))
+    for i in range(3):
+        client.enqueue(str(i))
+    with pytest.raises(GraphQLError) as err:
+        client.enqueue("one too many")
+    assert err.value.code == "QUEUE_FULL"
+    # enqueueMany is all or none, naming the item that did not fit
+    client.cancel(client.call("{jobs(first:1){edges{node{id}}}}")["jobs"]["edges"][0]["node"]["id"])
+    with pytest.raises(GraphQLError) as err:
+        client.enqueue_many([{"requestData": "x"}, {"requestData": "y"}])
+    assert err.value.code == "QUEUE_FULL"
+    assert err.value.errors[0]["extensions"]["index"] == 1
+    assert client.stats()["queued"] == 2
 
 
 def test_the_same_idempotency_key_returns_the_first_job(alice):
@@ -119,32 +118,20 @@ def test_enqueue_many_keeps_order_and_honours_keys(alice):
     assert alice.stats()["queued"] == 3
 
 
-def test_enqueue_many_with_one_bad_item_stores_nothing(settings_factory):
-    from starlette.testclient import TestClient
-
-    from graph.app import create_app
-    from tests.support import Api
-
-    with TestClient(create_app(settings_factory(queue_max_payload_bytes=5))) as http:
-        client = Api(http).as_user()
-        with pytest.raises(GraphQLError) as err:
-            client.enqueue_many([{"requestData": "ok"}, {"requestData": "too long"}])
-        assert err.value.code == "BAD_USER_INPUT"
-        assert err.value.errors[0]["extensions"]["index"] == 1
-        assert client.stats()["queued"] == 0
+def test_enqueue_many_with_one_bad_item_stores_nothing(user_of, settings_factory):
+    client = user_of(settings_factory(queue_max_payload_bytes=5))
+    with pytest.raises(GraphQLError) as err:
+        client.enqueue_many([{"requestData": "ok"}, {"requestData": "too long"}])
+    assert err.value.code == "BAD_USER_INPUT"
+    assert err.value.errors[0]["extensions"]["index"] == 1
+    assert client.stats()["queued"] == 0
 
 
-def test_enqueue_many_over_the_batch_limit_is_refused(settings_factory):
-    from starlette.testclient import TestClient
-
-    from graph.app import create_app
-    from tests.support import Api
-
-    with TestClient(create_app(settings_factory(queue_max_batch=2))) as http:
-        client = Api(http).as_user()
-        with pytest.raises(GraphQLError) as err:
-            client.enqueue_many([{"requestData": str(i)} for i in range(3)])
-        assert err.value.code == "BAD_USER_INPUT"
+def test_enqueue_many_over_the_batch_limit_is_refused(user_of, settings_factory):
+    client = user_of(settings_factory(queue_max_batch=2))
+    with pytest.raises(GraphQLError) as err:
+        client.enqueue_many([{"requestData": str(i)} for i in range(3)])
+    assert err.value.code == "BAD_USER_INPUT"
 
 
 def test_cancel_a_queued_job(alice, workers):
@@ -170,27 +157,21 @@ def test_cancel_of_an_unknown_id_is_not_found(alice):
 
 
 def test_a_job_waiting_for_its_retry_can_be_cancelled_and_the_next_one_runs(
-        settings_factory, tmp_path):
-    from starlette.testclient import TestClient
-
-    from graph.app import create_app
-    from tests.support import Api, WorkerProcesses
-
+        user_of, settings_factory, tmp_path):
     settings = settings_factory(queue_retry_base_seconds=30)
-    with TestClient(create_app(settings)) as http:
-        client = Api(http).as_user()
-        flaky = client.enqueue('{"u": "c", "i": 0, "fail": 1}')
-        after = client.enqueue('{"u": "c", "i": 1}')
-        workers = WorkerProcesses(settings, tmp_path)
-        try:
-            workers.start("--handler", "tests.handlers:record")
-            waiting = wait_until(lambda: (j := client.job(flaky["id"]))["attempts"] == 1
-                                 and j["status"] == "QUEUED" and j)
-            assert waiting["status"] == "QUEUED"
-            assert client.cancel(flaky["id"])["status"] == "CANCELLED"
-            wait_until(lambda: client.job(after["id"])["status"] == "COMPLETED", timeout=20)
-        finally:
-            workers.stop_all()
+    client = user_of(settings)
+    flaky = client.enqueue('{"u": "c", "i": 0, "fail": 1}')
+    after = client.enqueue('{"u": "c", "i": 1}')
+    workers = WorkerProcesses(settings, tmp_path)
+    try:
+        workers.start("--handler", "tests.handlers:record")
+        waiting = wait_until(lambda: (j := client.job(flaky["id"]))["attempts"] == 1
+                             and j["status"] == "QUEUED" and j)
+        assert waiting["status"] == "QUEUED"
+        assert client.cancel(flaky["id"])["status"] == "CANCELLED"
+        wait_until(lambda: client.job(after["id"])["status"] == "COMPLETED", timeout=20)
+    finally:
+        workers.stop_all()
 
 
 def test_dequeue_with_nothing_ready_returns_null(alice):
