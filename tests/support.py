@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import socket
@@ -49,8 +50,11 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05, message
 
 async def wait_until_async(predicate, timeout: float = 20.0, interval: float = 0.02,
                            message: str = ""):
-    """wait_until for code on the event loop: polls without blocking it."""
+    """wait_until for code on the event loop: polls without blocking it. The
+    predicate may be a coroutine function: its value is awaited."""
     for value in _polls(predicate, timeout, message):
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         await asyncio.sleep(interval)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from engine import connection
 from engine.jobs import Claimed, JobRecord, JobStatus
 from engine.keys import Keys
 from engine.queue import NotQueued, Queue, QueueFull
-from tests.support import wait_until
+from tests.support import wait_until, wait_until_async
 
 OWNER = "test-worker"
 LEASE = 30.0  # seconds: longer than any test, so only the leases a test shortens expire
@@ -82,11 +81,7 @@ def ids(jobs) -> list[str]:
 
 async def eventually(call, message: str, timeout: float = 10.0):
     """Await call() until its value is truthy: polls with a deadline, never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while not (value := await call()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {message}"
-        await asyncio.sleep(0.01)
-    return value
+    return await wait_until_async(call, timeout=timeout, interval=0.01, message=message)
 
 
 # ---- order and fairness ----
@@ -704,13 +699,13 @@ class QueueMachine(RuleBasedStateMachine):
         """The one place the machine reads Redis keys itself (named in engine/keys.py)."""
         base = self.base
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(Keys.shard(base, "rot"), 0, -1)
-            pipe.zrange(Keys.shard(base, "delayed"), 0, -1, withscores=True)
-            pipe.zrange(Keys.shard(base, "leases"), 0, -1)
+            pipe.lrange(Keys.rotation(base), 0, -1)
+            pipe.zrange(Keys.delayed(base), 0, -1, withscores=True)
+            pipe.zrange(Keys.leases(base), 0, -1)
             for uid in USERS:
-                pipe.get(Keys.user(base, uid, "state"))
-                pipe.lrange(Keys.user(base, uid, "pending"), 0, -1)
-                pipe.lrange(Keys.user(base, uid, "ready"), 0, -1)
+                pipe.get(Keys.state(base, uid))
+                pipe.lrange(Keys.pending(base, uid), 0, -1)
+                pipe.lrange(Keys.ready(base, uid), 0, -1)
             rotation, delayed, leases, *per_user = await pipe.execute()
         jobs, events = {}, {}
         for uid in USERS:
