@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .startup import StartupError
 
 MIN_SECRET_BYTES = 32
+MIN_ADMIN_PASSWORD = 12  # characters, for ADMIN_PASSWORD when APP_ENV=production
 
 
 class Settings(BaseSettings):
@@ -100,6 +101,12 @@ class Settings(BaseSettings):
     # workers: where sync handlers run (workers/runners.py); `process` can kill a hung one
     queue_isolation: Literal["thread", "process"] = "thread"
 
+    # operators (CONTRACT §9): the account made ADMIN at API start (graph/accounts.py
+    # bootstrap_admin), and the /admin dashboard
+    admin_username: str | None = None
+    admin_password: str | None = None  # creates the account if missing; never changes it
+    admin_dashboard: bool = True
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
         if self.redis_cluster:
@@ -117,6 +124,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"JWT_SECRET must be set to at least {MIN_SECRET_BYTES} bytes "
                     "when APP_ENV=production"
+                )
+            if self.admin_username and len(self.admin_password or "") < MIN_ADMIN_PASSWORD:
+                raise ValueError(
+                    f"ADMIN_PASSWORD must be set to at least {MIN_ADMIN_PASSWORD} characters "
+                    "when ADMIN_USERNAME is set and APP_ENV=production"
                 )
         return self
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from datetime import datetime, timezone
 
+from beanie.operators import In
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from engine.queue import Queue
 from engine.settings import Settings
+from engine.startup import StartupError
 
 from . import auth
-from .errors import Conflict, RateLimited, Unauthenticated
-from .store import User
+from .errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
+from .store import Role, User
+
+log = logging.getLogger(__name__)
 
 # How long a checked user (that it exists, and its token version) is trusted
 # without asking MongoDB. So a deleted user's token, and a token revoked by a
@@ -32,14 +39,17 @@ class Accounts:
         self.passwords = auth.Passwords(settings.auth_max_concurrent_hashes,
                                         settings.auth_max_waiting_hashes)
         self._known: dict[str, tuple[float, int]] = {}  # user id: (trusted until, token version)
+        # ADMIN_USERNAME is never registered, only made by bootstrap_admin: else whoever
+        # registers it first would be made an admin at the next start
+        self._reserved = (settings.admin_username or "").casefold() or None
 
     async def register(self, username: str, password: str, client: str) -> User:
         auth.check_credentials_shape(username, password)
         await self._count_attempt(client)
         key = username.casefold()
-        if await User.find_one(User.username_key == key):
+        if key == self._reserved or await User.find_one(User.username_key == key):
             raise Conflict("username is taken")
-        user = User(
+        user = User(  # role USER: register takes no role
             username=username,
             username_key=key,
             password_hash=await self.passwords.hash(password),
@@ -117,6 +127,86 @@ class Accounts:
             raise Unauthenticated("unknown user")
         return user
 
+    async def get_many(self, ids: list[str]) -> list[User | None]:
+        """Users by id in the order asked (None for an unknown one), in one query: the
+        batch function of Context.users, so a page of jobs asks for its owners once."""
+        wanted = set()
+        for uid in ids:
+            try:
+                wanted.add(ObjectId(uid))
+            except (InvalidId, TypeError):
+                pass
+        found = {str(u.id): u for u in await User.find(In(User.id, list(wanted))).to_list()}
+        return [found.get(uid) for uid in ids]
+
+    # ---- roles (CONTRACT §9) ----
+
+    async def bootstrap_admin(self, username: str | None, password: str | None) -> None:
+        """Make ADMIN_USERNAME an admin at start (Grafana's convention): create it with
+        ADMIN_PASSWORD if it does not exist, else give it role ADMIN, its password
+        unchanged. So it is an admin again after each start, even if demoted meanwhile.
+
+        Safe when several API processes start at once: one upsert on the unique
+        username index; the one that loses an insert race matches on its retry."""
+        if not username:
+            return
+        key = username.casefold()
+        users = User.get_pymongo_collection()
+        if not password:
+            found = await users.update_one({"username_key": key},
+                                           {"$set": {"role": Role.ADMIN.value}})
+            if found.matched_count:
+                log.info("admin account %s: role ADMIN", username)
+            else:
+                log.warning("ADMIN_USERNAME %s does not exist and ADMIN_PASSWORD is not set: "
+                            "no admin account was made", username)
+            return
+        new = {"username": username, "username_key": key, "token_version": 0,
+               "password_hash": await self.passwords.hash(password),
+               "created_at": datetime.now(timezone.utc).replace(microsecond=0)}
+        for attempt in (1, 2):
+            try:
+                done = await users.update_one(
+                    {"username_key": key},
+                    {"$set": {"role": Role.ADMIN.value}, "$setOnInsert": new}, upsert=True)
+                break
+            except DuplicateKeyError:  # inserted by another process between match and insert
+                if attempt == 2:
+                    raise
+        log.info("admin account %s: %s", username,
+                 "created with role ADMIN" if done.upserted_id else "role ADMIN")
+
+    async def set_role(self, username: str, role: Role) -> User:
+        """Give an account a role. The last admin cannot be demoted (CONFLICT).
+
+        Without a lock or a transaction: a demotion is written first, then the
+        admins are counted, and one that left none is undone. Of several demotions
+        at once, whichever counts last after the last demotion sees what remains, so
+        at least one admin is left once they are done (all may be refused). A process
+        that dies between the two leaves its demotion; ADMIN_USERNAME makes an admin
+        again at the next start."""
+        role = Role(role)
+        key = username.casefold()
+        users = User.get_pymongo_collection()
+        if role is Role.ADMIN:
+            doc = await users.find_one_and_update(
+                {"username_key": key}, {"$set": {"role": Role.ADMIN.value}},
+                return_document=ReturnDocument.AFTER)
+        else:
+            doc = await users.find_one_and_update(
+                {"username_key": key, "role": Role.ADMIN.value},
+                {"$set": {"role": role.value}}, return_document=ReturnDocument.AFTER)
+            if doc is not None and not await users.count_documents({"role": Role.ADMIN.value}):
+                await users.update_one({"_id": doc["_id"], "role": role.value},
+                                       {"$set": {"role": Role.ADMIN.value}})
+                raise Conflict(f"{doc['username']} is the last admin: make another "
+                               "account ADMIN first")
+            if doc is None:  # not an admin already, or no such account
+                doc = await users.find_one({"username_key": key})
+        if doc is None:
+            raise NotFound(f"no user {username!r}")
+        return User.model_validate(doc)
+
     async def _token_version(self, uid: str, seen: int) -> int:
         """The user's token version, from MongoDB at most every KNOWN_USER_SECONDS, and at
         once for a token newer than what is remembered (changed through another process)."""
@@ -170,6 +260,19 @@ class Accounts:
             return await User.get(PydanticObjectId(uid))
         except (InvalidId, TypeError, ValueError):
             return None
+
+
+def check_admin_settings(settings: Settings) -> None:
+    """ADMIN_USERNAME and ADMIN_PASSWORD follow register's rules; else the start stops
+    with one line (StartupError), before anything is served."""
+    if not settings.admin_username:
+        return
+    try:
+        auth.check_username(settings.admin_username)
+        if settings.admin_password:
+            auth.check_new_password(settings.admin_password)
+    except BadUserInput as exc:
+        raise StartupError(f"ADMIN_{exc.extensions['field'].upper()}: {exc}") from None
 
 
 def _address_key(address: str) -> str:

@@ -12,6 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from engine.settings import Settings
 
+from .accounts import check_admin_settings
 from .http import graphiql, health
 from .http.middleware import SizeLimits
 from .http.requestid import RequestId
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
+    check_admin_settings(settings)  # a bad ADMIN_USERNAME stops the start in one line
     graphql = GraphQLView(
         build_schema(settings),
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
@@ -34,6 +36,8 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
     async def lifespan(app: Starlette):
         async with open_services(settings) as services:
             app.state.services = services
+            await services.accounts.bootstrap_admin(settings.admin_username,
+                                                    settings.admin_password)
             async with contextlib.AsyncExitStack() as stack:
                 if dev_worker:
                     await stack.enter_async_context(_dev_worker(settings, services.redis_url))

@@ -53,11 +53,15 @@ def needs_rehash(password_hash: str) -> bool:
 
 
 def check_credentials_shape(username: str, password: str) -> None:
+    check_username(username)
+    check_new_password(password)
+
+
+def check_username(username: str) -> None:
     if not USERNAME.fullmatch(username):
         raise BadUserInput(
             "username must be 3 to 64 characters from A-Z a-z 0-9 _ . -", field="username"
         )
-    check_new_password(password)
 
 
 def check_new_password(password: str) -> None:

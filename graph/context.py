@@ -8,11 +8,13 @@ from typing import Any
 
 import jwt
 from starlette.requests import HTTPConnection
+from strawberry.dataloader import DataLoader
 
 from .http import requestid
 from .auth import bearer, token_from_connection_params
 from .jobs import JobService
 from .services import Services
+from .store import User
 
 
 @dataclass
@@ -27,6 +29,13 @@ class Context:
     def jobs(self) -> JobService:
         s = self.services
         return JobService(s.queue, s.hub, s.archiver, s.settings)
+
+    @cached_property
+    def users(self) -> DataLoader[str, User | None]:
+        """Users by id, batched: the owners of a page of jobs cost one MongoDB query.
+        Nothing is kept between batches, since a WebSocket's context lasts as long as
+        its connection and a user's role can change meanwhile."""
+        return DataLoader(load_fn=self.services.accounts.get_many, cache=False)
 
     @property
     def client_address(self) -> str:

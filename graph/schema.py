@@ -12,6 +12,7 @@ from engine.settings import Settings
 
 from .context import Context
 from .http.metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
+from .permissions import admin_mutation
 from .types import (
     AuthPayload,
     EnqueueInput,
@@ -22,6 +23,7 @@ from .types import (
     PageInfo,
     ProcessedEvent,
     QueueStats,
+    Role,
     User,
 )
 from .jobs import encode_cursor
@@ -122,6 +124,13 @@ class Mutation:
         record = await ctx.jobs.cancel(await ctx.user_id(), str(id))
         ctx.services.archiver.wake()
         return Job.of(record)
+
+    # ---- operators (CONTRACT §9): admin_mutation() checks the role and audits ----
+
+    @strawberry.mutation(extensions=admin_mutation(), description=(
+        "Give an account a role (admins only). Demoting the last admin is a CONFLICT."))
+    async def set_role(self, info: CtxInfo, username: str, role: Role) -> User:
+        return User.of(await info.context.services.accounts.set_role(username, role))
 
 
 @strawberry.type

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 from datetime import datetime
+from enum import Enum
 
 import pymongo
 from beanie import Document, init_beanie
@@ -22,6 +23,11 @@ from engine.jobs import JobRecord, JobStatus
 log = logging.getLogger(__name__)
 
 
+class Role(str, Enum):
+    USER = "USER"
+    ADMIN = "ADMIN"
+
+
 class User(Document):
     username: str
     username_key: str  # case-folded: uniqueness without regard to case
@@ -30,10 +36,16 @@ class User(Document):
     # in every token as `tv`; a password change bumps it, which revokes earlier tokens.
     # Users stored before it existed read as 0, as do tokens without `tv`.
     token_version: int = 0
+    # set only by the ADMIN_USERNAME bootstrap and setRole (graph/accounts.py), never
+    # by register; users stored before it existed read as USER
+    role: Role = Role.USER
 
     class Settings:
         name = "users"
-        indexes = [IndexModel("username_key", unique=True)]
+        indexes = [
+            IndexModel("username_key", unique=True),
+            IndexModel("role"),  # counting the admins (the last-admin rule)
+        ]
 
 
 class JobDocument(Document):

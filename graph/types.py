@@ -10,8 +10,13 @@ import strawberry
 from engine.jobs import JobRecord
 from engine.jobs import JobStatus as _EngineJobStatus
 
+from .errors import NotFound
+from .store import Role as _StoredRole
+
 # One enum for the engine, the history and the schema: the engine's, exposed as is.
 JobStatus = strawberry.enum(_EngineJobStatus, name="JobStatus")
+# and one for roles: the stored one
+Role = strawberry.enum(_StoredRole, name="Role")
 
 
 @strawberry.type
@@ -19,11 +24,14 @@ class User:
     id: strawberry.ID
     username: str
     created_at: datetime
+    role: Role = strawberry.field(description=(
+        "ADMIN also uses the operators' API. Set by ADMIN_USERNAME and setRole, "
+        "never by register."))
 
     @classmethod
     def of(cls, user) -> "User":
         return cls(id=strawberry.ID(str(user.id)), username=user.username,
-                   created_at=user.created_at)
+                   created_at=user.created_at, role=user.role)
 
 
 @strawberry.type
@@ -45,6 +53,14 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     dequeued_at: datetime | None
+    user_id: strawberry.Private[str]
+
+    @strawberry.field(description="The user who enqueued it.")
+    async def owner(self, info: strawberry.Info) -> User:
+        user = await info.context.users.load(self.user_id)
+        if user is None:
+            raise NotFound("the account that enqueued this job no longer exists")
+        return User.of(user)
 
     @classmethod
     def of(cls, job: JobRecord) -> "Job":
@@ -52,8 +68,9 @@ class Job:
         return cls(**{name: getattr(job, name) for name in _JOB_FIELDS})
 
 
-# Job's fields, read from JobRecord attributes of the same names.
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
+# Job's fields, read from JobRecord attributes of the same names (those it is made
+# with: not `owner`, which has its own resolver).
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.init)
 
 
 @strawberry.type

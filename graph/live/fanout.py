@@ -36,10 +36,14 @@ from graphql import (
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
     execute,
     parse,
     specified_rules,
     validate,
+    visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import FieldNode
@@ -57,7 +61,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from ..errors import fix
 from ..http.metrics import OPERATIONS, SUBSCRIPTIONS
 from ..types import Job, ProcessedEvent
-from .render import NotPlain, compile_selection
+from .render import NotPlain, compile_selection, is_plain
 from .wslifetime import SocketLifetime
 from .wsprotocol import SEND_NOW
 
@@ -156,7 +160,29 @@ def _checked(strawberry_schema, query: str, operation_name: str | None):
             or not isinstance(selections[0], FieldNode)
             or selections[0].name.value != "processed" or selections[0].directives):
         return None
+    if _selects_resolvers(strawberry_schema, document):
+        return None
     return document, operation
+
+
+def _selects_resolvers(strawberry_schema, document: DocumentNode) -> bool:
+    """Whether a field with a resolver of its own is selected below `processed` (such
+    as Job.owner): a shared rendering has no request context to run it with."""
+    schema = strawberry_schema._schema
+    type_info = TypeInfo(schema)
+    found = []
+
+    class Finder(Visitor):
+        def enter_field(self, node: FieldNode, *_):
+            parent = type_info.get_parent_type()
+            if parent is not schema.subscription_type and not is_plain(
+                    strawberry_schema, parent, node.name.value):
+                found.append(node)
+                return self.BREAK
+            return None
+
+    visit(document, TypeInfoVisitor(type_info, Finder()))
+    return bool(found)
 
 
 def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None:

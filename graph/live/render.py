@@ -73,6 +73,13 @@ def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Ste
     return steps
 
 
+def is_plain(strawberry_schema, parent: GraphQLObjectType, graphql_name: str) -> bool:
+    """Whether a field is read from its parent as it is: no resolver of its own (which
+    would need the request's context, and may wait on MongoDB: Job.owner)."""
+    return graphql_name == "__typename" or _getter(strawberry_schema, parent, graphql_name) \
+        is not None
+
+
 def _constant(value):
     return lambda _parent: value
 
