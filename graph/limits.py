@@ -1,130 +1,363 @@
-"""Limits on GraphQL documents, and the schema's extension list that applies them.
+"""Limits on GraphQL documents and results, and the schema's extension list that applies them.
 
-Why not strawberry's `QueryDepthLimiter` alone: it skips introspection fields
-(`__schema { types { fields { type { fields ... } } } }` is unbounded by it),
-raises KeyError on a spread of an unknown fragment (which would surface as an
-internal error), and walks fragments once per spread. `DocumentLimits` counts
-every field, introspection included, computes each fragment once, and also
-bounds breadth: the number of fields selected with fragments expanded.
+Every document is measured by one cheap pass (`measure`) before any
+graphql-core validation rule runs: depth, aliases, fields, fragment
+definitions and spreads, and cost. The pass walks each selection set once
+and each fragment once (memoized), so a document whose fragments expand
+to 2^39 fields is refused in microseconds; over a limit, the document gets
+QUERY_TOO_COMPLEX and never reaches the validation rules. (strawberry's
+`MaxAliasesLimiter` and `QueryDepthLimiter`, which this replaces, expand
+fragments once per spread: a 1.6 KB document froze the process.)
 
-The remaining limits are strawberry's and graphql-core's own: the token
-count (parser option), aliases, graphql-core's `MaxIntrospectionDepthRule`
-(the nested `fields`/`ofType` lists of introspection), and the parser's own
-nesting guard. Every one of them answers QUERY_TOO_COMPLEX (see `errors`).
+What the pass accepts is then validated by graphql-core's rules, with one
+change: `OverlappingFieldsCanBeMerged`, quadratic in the fields that share
+a response name, gets a complexity budget 50 times smaller than
+graphql-core's default (`OVERLAP_BUDGET`). graphql-core meters that rule's
+work and aborts it once the budget is spent; here that is a few tens of
+milliseconds of CPU, so no accepted document holds the event loop for long.
+Why bound the work rather than validate in a thread: a thread still burns
+the same CPU while holding the GIL, cannot be cancelled, and lets an
+attacker queue up seconds of work per request; with the bound every
+document costs at most a few tens of ms, cached or not. The other rules are
+linear in the document, which the token limit bounds (parser option).
 
-Extensions are given to strawberry as factories (one instance per request);
-the validation rules are built once per schema, so `ValidationCache`, whose
-key includes the rule classes, keeps hitting.
+The remaining limits are graphql-core's own: the token count and the
+parser's nesting guard, and `MaxIntrospectionDepthRule` (one of its specified
+rules: the nested `fields`/`ofType` lists of introspection). Every one answers QUERY_TOO_COMPLEX
+(see `errors`). A result larger than GRAPHQL_MAX_RESPONSE_BYTES is replaced
+by a QUERY_TOO_COMPLEX error (`ResponseLimit`).
+
+Parsed and validated documents are cached by their text (`DocumentCache`),
+but only documents of a few KB, and the cache is bounded by the characters
+it holds: a parsed document takes up to a few hundred bytes per character.
 """
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
 from graphql import (
-    SKIP,
+    DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSchema,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
+    VariableNode,
+    get_named_type,
 )
-from graphql.validation import MaxIntrospectionDepthRule
-from strawberry.extensions import (
-    AddValidationRules,
-    DisableIntrospection,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
-from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
+from graphql.validation import OverlappingFieldsCanBeMergedRule
+from graphql.validation.validate import ValidationAbortedError
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
 
 from engine.settings import Settings
 
 from .errors import ErrorCodes
+from .jobs import MAX_PAGE
 
-# Breadth: fields selected by one document, fragments expanded. GraphiQL's
-# introspection query selects about 250. Not yet a setting of its own.
-DEFAULT_MAX_FIELDS = 2000
-CACHE_SIZE = 1000
+# graphql-core's default is 500,000 units: about 2 s of CPU here for 400 copies of
+# `jobs{edges{node{id}}}`. GraphiQL's introspection query spends 0, a document of
+# nested fragments that selects 2000 fields about 400.
+OVERLAP_BUDGET = 10_000
+# Each node of a connection (a record loaded) costs this much beside its selections.
+NODE_COST = 10
+# Documents longer than this are parsed and validated each time; the cache holds
+# at most CACHE_CHARS characters of document text (about 100 MB of syntax trees at
+# the worst, far less for real documents).
+MAX_CACHED_DOCUMENT_CHARS = 4096
+CACHE_CHARS = 256 * 1024
 
 
-def document_limits(max_depth: int, max_fields: int) -> type[ValidationRule]:
-    """A validation rule: depth at most `max_depth` (top-level fields are depth 0,
-    as in graphql-depth-limit and strawberry) and at most `max_fields` fields."""
+class TooComplex(Exception):
+    """A document over one of the limits; the message names the limit."""
 
-    class DocumentLimits(ValidationRule):
-        def __init__(self, context):
-            super().__init__(context)
-            self.sizes: dict[str, tuple[int, int]] = {}  # fragment -> (height, fields)
-            self.open: set[str] = set()
 
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_):
-            try:
-                height, fields = self.measure(node.selection_set)
-            except RecursionError:  # a chain of fragments thousands long
-                height, fields = max_depth + 1, max_fields + 1
-            name = node.name.value if node.name else "anonymous"
-            if height > max_depth:
-                self.report(f"Query too complex: '{name}' is {height} levels deep; "
-                            f"the limit is {max_depth} (GRAPHQL_MAX_DEPTH).", node)
-            elif fields > max_fields:
-                self.report(f"Query too complex: '{name}' has {fields} fields selected; "
-                            f"the limit is {max_fields}.", node)
-            return SKIP
+@dataclass(frozen=True)
+class Limits:
+    depth: int
+    aliases: int
+    fields: int
+    fragments: int
+    cost: int
 
-        def report(self, message: str, node) -> None:
-            self.report_error(GraphQLError(message, node,
-                                           extensions={"code": "QUERY_TOO_COMPLEX"}))
+    @classmethod
+    def of(cls, settings: Settings) -> "Limits":
+        return cls(depth=settings.graphql_max_depth, aliases=settings.graphql_max_aliases,
+                   fields=settings.graphql_max_fields, fragments=settings.graphql_max_fragments,
+                   cost=settings.graphql_max_cost)
 
-        def measure(self, selection_set: SelectionSetNode | None) -> tuple[int, int]:
-            """(height, fields) of a selection set: height 0 for leaves only."""
-            height = fields = 0
-            for selection in selection_set.selections if selection_set else ():
-                if isinstance(selection, FieldNode):
-                    fields += 1
-                    if selection.selection_set:
-                        h, f = self.measure(selection.selection_set)
-                        height, fields = max(height, h + 1), fields + f
-                elif isinstance(selection, InlineFragmentNode):
-                    h, f = self.measure(selection.selection_set)
-                    height, fields = max(height, h), fields + f
-                elif isinstance(selection, FragmentSpreadNode):
-                    h, f = self.fragment(selection.name.value)
-                    height, fields = max(height, h), fields + f
-                if height > max_depth or fields > max_fields:
-                    break  # already over: no need to look further
-            return height, fields
 
-        def fragment(self, name: str) -> tuple[int, int]:
-            if name in self.sizes:
-                return self.sizes[name]
-            definition = self.context.get_fragment(name)
-            if definition is None or name in self.open:
-                return 0, 0  # unknown fragments and cycles are other rules' errors
-            self.open.add(name)
-            self.sizes[name] = self.measure(definition.selection_set)
-            self.open.discard(name)
+class Size(NamedTuple):
+    """What a selection set selects, fragments expanded. Height is 0 for leaves only
+    (top-level fields are depth 0, as in graphql-depth-limit and strawberry)."""
+
+    height: int = 0
+    fields: int = 0
+    aliases: int = 0
+    cost: int = 0
+
+    def __add__(self, other: "Size") -> "Size":
+        return Size(max(self.height, other.height), self.fields + other.fields,
+                    self.aliases + other.aliases, self.cost + other.cost)
+
+
+class _Pass:
+    """One walk over a document: each selection set once, each fragment once."""
+
+    def __init__(self, document: DocumentNode, schema: GraphQLSchema, variables: Any,
+                 limits: Limits):
+        self.schema, self.limits = schema, limits
+        self.fragments = {d.name.value: d for d in document.definitions
+                          if isinstance(d, FragmentDefinitionNode)}
+        self.operations = [d for d in document.definitions
+                           if isinstance(d, OperationDefinitionNode)]
+        self.variables = _int_variables(self.operations, variables)
+        self.sizes: dict[str, Size] = {}  # fragment -> its size
+        self.open: set[str] = set()  # fragments being measured (a cycle spreads one again)
+        self.spreads = 0
+
+    def run(self) -> None:
+        limits = self.limits
+        if len(self.fragments) > limits.fragments:
+            raise TooComplex(f"the document defines {len(self.fragments)} fragments; the limit "
+                             f"is {limits.fragments} (GRAPHQL_MAX_FRAGMENTS)")
+        total = Size()
+        for operation in self.operations:
+            root = self.schema.get_root_type(operation.operation)
+            total += self.selections(operation.selection_set, root)
+            self.check(total)
+        for name in self.fragments:  # unused ones too: their spreads count
+            self.fragment(name)
+
+    def check(self, size: Size) -> None:
+        limits = self.limits
+        if self.spreads > limits.fragments:
+            raise TooComplex(f"the document has more than {limits.fragments} fragment spreads "
+                             "(GRAPHQL_MAX_FRAGMENTS)")
+        if size.height > limits.depth:
+            raise TooComplex(f"it is {size.height} levels deep; the limit is {limits.depth} "
+                             "(GRAPHQL_MAX_DEPTH)")
+        if size.aliases > limits.aliases:
+            raise TooComplex(f"{size.aliases} aliases found; the limit is {limits.aliases} "
+                             "(GRAPHQL_MAX_ALIASES)")
+        if size.fields > limits.fields:
+            raise TooComplex(f"it has {size.fields} fields selected, fragments expanded; the "
+                             f"limit is {limits.fields} (GRAPHQL_MAX_FIELDS)")
+        if size.cost > limits.cost:
+            raise TooComplex(f"its cost is {size.cost} (fields times list sizes); the limit is "
+                             f"{limits.cost} (GRAPHQL_MAX_COST)")
+
+    def selections(self, selection_set: SelectionSetNode | None, parent) -> Size:
+        total = Size()
+        for selection in selection_set.selections if selection_set else ():
+            if isinstance(selection, FieldNode):
+                total += self.field(selection, parent)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                kind = self.schema.get_type(condition.name.value) if condition else parent
+                total += self.selections(selection.selection_set, kind)
+            elif isinstance(selection, FragmentSpreadNode):
+                self.spreads += 1
+                total += self.fragment(selection.name.value)
+            self.check(total)  # over already: no need to look further
+        return total
+
+    def field(self, node: FieldNode, parent) -> Size:
+        fields = getattr(parent, "fields", None)
+        definition = fields.get(node.name.value) if fields else None
+        kind = get_named_type(definition.type) if definition else None
+        inner = self.selections(node.selection_set, kind) if node.selection_set else Size()
+        nodes = self.page_size(node, definition)
+        cost = 1 + (inner.cost if nodes is None else nodes * (NODE_COST + inner.cost))
+        height = inner.height + 1 if node.selection_set else 0
+        return Size(height, inner.fields + 1, inner.aliases + (node.alias is not None), cost)
+
+    def fragment(self, name: str) -> Size:
+        if name in self.sizes:
             return self.sizes[name]
+        definition = self.fragments.get(name)
+        if definition is None or name in self.open:
+            return Size()  # unknown fragments and cycles are the validation rules' errors
+        self.open.add(name)
+        kind = self.schema.get_type(definition.type_condition.name.value)
+        self.sizes[name] = self.selections(definition.selection_set, kind)
+        self.open.discard(name)
+        return self.sizes[name]
 
-    return DocumentLimits
+    def page_size(self, node: FieldNode, definition) -> int | None:
+        """How many nodes a connection field returns (its `first`, at most MAX_PAGE, as
+        the resolvers refuse more); None for other fields."""
+        argument = definition.args.get("first") if definition else None
+        if argument is None:
+            return None
+        given = next((a.value for a in node.arguments or () if a.name.value == "first"), None)
+        if isinstance(given, IntValueNode):
+            value = int(given.value)
+        elif isinstance(given, VariableNode) and given.name.value in self.variables:
+            value = self.variables[given.name.value]
+        else:  # absent, null, or not an integer (refused by validation later)
+            value = argument.default_value
+        return min(max(value, 0), MAX_PAGE) if isinstance(value, int) else MAX_PAGE
+
+
+def _int_variables(operations: list[OperationDefinitionNode], values: Any) -> dict[str, int]:
+    """Integer variables: the request's values, or the defaults in the document."""
+    found: dict[str, int] = {}
+    for operation in operations:
+        for definition in operation.variable_definitions or ():
+            default = definition.default_value
+            if isinstance(default, IntValueNode):
+                name = definition.variable.name.value
+                found[name] = max(found.get(name, 0), int(default.value))
+    for name, value in (values or {}).items() if isinstance(values, dict) else ():
+        if isinstance(value, int) and not isinstance(value, bool):
+            found[name] = value
+    return found
+
+
+def measure(document: DocumentNode, schema: GraphQLSchema, variables: Any,
+            limits: Limits) -> None:
+    """Raise TooComplex when the document is over a limit. Depth, aliases, fields
+    and cost are summed (depth: the maximum) over the document's operations."""
+    try:
+        _Pass(document, schema, variables, limits).run()
+    except RecursionError:  # a chain of fragments thousands long
+        raise TooComplex("it is nested too deeply") from None
+
+
+class BoundedOverlappingFields(OverlappingFieldsCanBeMergedRule):
+    """graphql-core's rule with OVERLAP_BUDGET instead of its default budget."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.rule_context.remaining_complexity_budget = OVERLAP_BUDGET
+
+
+def too_complex(message: str, node=None) -> GraphQLError:
+    return GraphQLError(f"Query too complex: {message}.", node,
+                        extensions={"code": "QUERY_TOO_COMPLEX"})
+
+
+class DocumentCache:
+    """Parsed documents and their validation errors, by document text: least recently
+    used first out, bounded by the characters of the documents it holds."""
+
+    def __init__(self, max_chars: int = CACHE_CHARS,
+                 max_document_chars: int = MAX_CACHED_DOCUMENT_CHARS):
+        self.max_chars, self.max_document_chars = max_chars, max_document_chars
+        self.entries: OrderedDict[str, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
+        self.chars = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, query: str) -> tuple[DocumentNode, list[GraphQLError]] | None:
+        entry = self.entries.get(query)
+        if entry is not None:
+            self.entries.move_to_end(query)
+        return entry
+
+    def put(self, query: str, document: DocumentNode, errors: list[GraphQLError]) -> None:
+        if len(query) > self.max_document_chars or query in self.entries:
+            return
+        self.entries[query] = (document, errors)
+        self.chars += len(query)
+        while self.chars > self.max_chars:
+            old, _ = self.entries.popitem(last=False)
+            self.chars -= len(old)
+
+
+class DocumentLimits(SchemaExtension):
+    """Measure each document before validation (`measure`), validate with the bounded
+    overlap rule, and cache what parsed and validated (`DocumentCache`)."""
+
+    def __init__(self, limits: Limits, cache: DocumentCache):
+        self.limits, self.cache = limits, cache
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = tuple(
+            BoundedOverlappingFields if rule is OverlappingFieldsCanBeMergedRule else rule
+            for rule in context.validation_rules)
+        yield
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        entry = self.cache.get(context.query) if context.query else None
+        if entry is not None:
+            context.graphql_document = entry[0]  # strawberry then does not parse
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            measure(context.graphql_document, context.schema._schema, context.variables,
+                    self.limits)
+        except TooComplex as exc:
+            context.pre_execution_errors = [too_complex(str(exc))]  # no rule runs
+            yield
+            return
+        entry = self.cache.get(context.query)
+        if entry is not None:
+            context.pre_execution_errors = entry[1]
+            yield
+            return
+        yield  # strawberry runs the validation rules
+        errors = context.pre_execution_errors or []
+        for i, error in enumerate(errors):
+            if isinstance(error, ValidationAbortedError) and error.message == "Validation aborted.":
+                errors[i] = too_complex("validating it takes too long (many fields of the "
+                                        "same name to compare)")
+        self.cache.put(context.query, context.graphql_document, errors)
+
+
+class ResponseLimit(SchemaExtension):
+    """Replace a result whose JSON is over `max_bytes` by a QUERY_TOO_COMPLEX error,
+    counted as it is encoded (the cost limit bounds how many records a request loads;
+    this bounds what it sends). The operation itself ran: a mutation's changes stand."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        data = getattr(result, "data", None)
+        if data is None or json_size(data, self.max_bytes) <= self.max_bytes:
+            return
+        result.data = None
+        result.errors = [too_complex(
+            f"the response is over {self.max_bytes} bytes (GRAPHQL_MAX_RESPONSE_BYTES); "
+            "ask for fewer jobs or fields")]
+
+
+def json_size(data: Any, limit: int) -> int:
+    """Bytes of `data` as compact JSON, counted up to just past `limit`."""
+    size = 0
+    for chunk in json.JSONEncoder(separators=(",", ":")).iterencode(data):
+        size += len(chunk)  # ASCII: json escapes everything else
+        if size > limit:
+            break
+    return size
 
 
 def schema_extensions(settings: Settings) -> list:
     """Every extension of the schema, as factories, in the order they must run."""
     suggestions = settings.graphql_introspection  # "Did you mean" only with introspection on
-    rules = [
-        document_limits(settings.graphql_max_depth,
-                        getattr(settings, "graphql_max_fields", DEFAULT_MAX_FIELDS)),
-        max_aliases_rule(settings.graphql_max_aliases),
-        MaxIntrospectionDepthRule,
-    ]
+    limits, cache = Limits.of(settings), DocumentCache()
     extensions = [
         lambda: ErrorCodes(suggestions=suggestions),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        lambda: ParserCache(maxsize=CACHE_SIZE),
-        lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: DocumentLimits(limits, cache),
+        lambda: ResponseLimit(settings.graphql_max_response_bytes),
     ]
     if not settings.graphql_introspection:
         extensions.append(DisableIntrospection)
