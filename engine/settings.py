@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # GraphQL documents and results (graph/limits.py)
     graphql_max_fragments: int = Field(100, ge=1)  # fragment definitions, and spreads, per document
     graphql_max_cost: int = Field(3000, ge=1)  # fields times list sizes, see graph/limits.py
-    graphql_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # JSON of one result
+    http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # one GraphQL answer by HTTP
 
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":

@@ -24,8 +24,8 @@ linear in the document, which the token limit bounds (parser option).
 The remaining limits are graphql-core's own: the token count and the
 parser's nesting guard, and `MaxIntrospectionDepthRule` (one of its specified
 rules: the nested `fields`/`ofType` lists of introspection). Every one answers QUERY_TOO_COMPLEX
-(see `errors`). A result larger than GRAPHQL_MAX_RESPONSE_BYTES is replaced
-by a QUERY_TOO_COMPLEX error (`ResponseLimit`).
+(see `errors`). The cost limit bounds how many records one request loads;
+the view bounds the bytes of what it sends (HTTP_MAX_RESPONSE_BYTES).
 
 Parsed and validated documents are cached by their text (`DocumentCache`),
 but only documents of a few KB, and the cache is bounded by the characters
@@ -34,7 +34,6 @@ it holds: a parsed document takes up to a few hundred bytes per character.
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +52,8 @@ from graphql import (
     SelectionSetNode,
     VariableNode,
     get_named_type,
+    is_interface_type,
+    is_object_type,
 )
 from graphql.validation import OverlappingFieldsCanBeMergedRule
 from graphql.validation.validate import ValidationAbortedError
@@ -171,8 +172,8 @@ class _Pass:
         return total
 
     def field(self, node: FieldNode, parent) -> Size:
-        fields = getattr(parent, "fields", None)
-        definition = fields.get(node.name.value) if fields else None
+        composite = is_object_type(parent) or is_interface_type(parent)
+        definition = parent.fields.get(node.name.value) if composite else None
         kind = get_named_type(definition.type) if definition else None
         inner = self.selections(node.selection_set, kind) if node.selection_set else Size()
         nodes = self.page_size(node, definition)
@@ -200,7 +201,7 @@ class _Pass:
             return None
         given = next((a.value for a in node.arguments or () if a.name.value == "first"), None)
         if isinstance(given, IntValueNode):
-            value = int(given.value)
+            value = _int(given.value)
         elif isinstance(given, VariableNode) and given.name.value in self.variables:
             value = self.variables[given.name.value]
         else:  # absent, null, or not an integer (refused by validation later)
@@ -216,11 +217,19 @@ def _int_variables(operations: list[OperationDefinitionNode], values: Any) -> di
             default = definition.default_value
             if isinstance(default, IntValueNode):
                 name = definition.variable.name.value
-                found[name] = max(found.get(name, 0), int(default.value))
+                found[name] = max(found.get(name, 0), _int(default.value))
     for name, value in (values or {}).items() if isinstance(values, dict) else ():
         if isinstance(value, int) and not isinstance(value, bool):
             found[name] = value
     return found
+
+
+def _int(literal: str) -> int:
+    """An Int literal's value; past Python's 4300 digits, larger than any page."""
+    try:
+        return int(literal)
+    except ValueError:
+        return MAX_PAGE + 1
 
 
 def measure(document: DocumentNode, schema: GraphQLSchema, variables: Any,
@@ -319,36 +328,6 @@ class DocumentLimits(SchemaExtension):
         self.cache.put(context.query, context.graphql_document, errors)
 
 
-class ResponseLimit(SchemaExtension):
-    """Replace a result whose JSON is over `max_bytes` by a QUERY_TOO_COMPLEX error,
-    counted as it is encoded (the cost limit bounds how many records a request loads;
-    this bounds what it sends). The operation itself ran: a mutation's changes stand."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-
-    def on_execute(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        data = getattr(result, "data", None)
-        if data is None or json_size(data, self.max_bytes) <= self.max_bytes:
-            return
-        result.data = None
-        result.errors = [too_complex(
-            f"the response is over {self.max_bytes} bytes (GRAPHQL_MAX_RESPONSE_BYTES); "
-            "ask for fewer jobs or fields")]
-
-
-def json_size(data: Any, limit: int) -> int:
-    """Bytes of `data` as compact JSON, counted up to just past `limit`."""
-    size = 0
-    for chunk in json.JSONEncoder(separators=(",", ":")).iterencode(data):
-        size += len(chunk)  # ASCII: json escapes everything else
-        if size > limit:
-            break
-    return size
-
-
 def schema_extensions(settings: Settings) -> list:
     """Every extension of the schema, as factories, in the order they must run."""
     suggestions = settings.graphql_introspection  # "Did you mean" only with introspection on
@@ -357,7 +336,6 @@ def schema_extensions(settings: Settings) -> list:
         lambda: ErrorCodes(suggestions=suggestions),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
         lambda: DocumentLimits(limits, cache),
-        lambda: ResponseLimit(settings.graphql_max_response_bytes),
     ]
     if not settings.graphql_introspection:
         extensions.append(DisableIntrospection)

@@ -147,7 +147,7 @@ def test_the_cost_counts_page_sizes_given_by_variables(app_with):
 
 
 def test_a_response_over_the_size_limit_is_an_error_with_a_code(app_with):
-    with app_with(graphql_max_response_bytes=4096) as api:
+    with app_with(http_max_response_bytes=4096) as api:
         user = api.as_user()
         # the answer to this mutation (every job with its data) is too large, but the
         # mutation ran: its jobs are stored
@@ -160,7 +160,7 @@ def test_a_response_over_the_size_limit_is_an_error_with_a_code(app_with):
         assert response.json()["data"] is None
         [error] = response.json()["errors"]
         assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
-        assert "GRAPHQL_MAX_RESPONSE_BYTES" in error["message"]
+        assert "HTTP_MAX_RESPONSE_BYTES" in error["message"]
 
 
 # ---- item 9: the caches ----
