@@ -12,31 +12,41 @@ fragments once per spread: a 1.6 KB document froze the process.)
 What the pass accepts is then validated by graphql-core's rules, with one
 change: `OverlappingFieldsCanBeMerged`, quadratic in the fields that share
 a response name, gets a complexity budget 50 times smaller than
-graphql-core's default (`OVERLAP_BUDGET`). graphql-core meters that rule's
-work and aborts it once the budget is spent; here that is a few tens of
-milliseconds of CPU, so no accepted document holds the event loop for long.
-Why bound the work rather than validate in a thread: a thread still burns
-the same CPU while holding the GIL, cannot be cancelled, and lets an
-attacker queue up seconds of work per request; with the bound every
-document costs at most a few tens of ms, cached or not. The other rules are
-linear in the document, which the token limit bounds (parser option).
+graphql-core's default (`OVERLAP_BUDGET`); graphql-core meters that rule's
+work and aborts it once the budget is spent. The other rules are linear in
+the document, which the token limit bounds (parser option).
+
+And a new document is parsed, measured and validated in the schema's worker
+thread, not on the event loop (a document seen before comes from the cache
+and is only measured again). Both, because each alone falls short, as
+measured on the 2-core test machine while other tests ran, /healthz polled
+during 10 requests of each kind: with the bound alone, documents the limits
+accept but whose validation spends the budget held the event loop for up to
+110-180 ms, and parsing a 1 MB document for 200 ms; with the thread, the
+/healthz p99 stayed under 15 ms, its maximum set by garbage-collector pauses
+(20-40 ms). The bound stays necessary: the thread burns the same CPU, cannot
+be cancelled, and new documents queue behind whatever it is doing.
 
 The remaining limits are graphql-core's own: the token count and the
-parser's nesting guard, and `MaxIntrospectionDepthRule` (one of its specified
-rules: the nested `fields`/`ofType` lists of introspection). Every one answers QUERY_TOO_COMPLEX
-(see `errors`). The cost limit bounds how many records one request loads;
-the view bounds the bytes of what it sends (HTTP_MAX_RESPONSE_BYTES).
+parser's nesting guard, and `MaxIntrospectionDepthRule` (one of its
+specified rules: the nested `fields`/`ofType` lists of introspection). Every
+one answers QUERY_TOO_COMPLEX (see `errors`). The cost limit bounds how many
+records one request loads; the view bounds the bytes of what it sends
+(HTTP_MAX_RESPONSE_BYTES).
 
 Parsed and validated documents are cached by their text (`DocumentCache`),
-but only documents of a few KB, and the cache is bounded by the characters
-it holds: a parsed document takes up to a few hundred bytes per character.
+only documents of a few KB, and the cache is bounded by the characters it
+holds (see CACHE_CHARS for why it is small).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from graphql import (
@@ -54,10 +64,12 @@ from graphql import (
     get_named_type,
     is_interface_type,
     is_object_type,
+    parse,
 )
 from graphql.validation import OverlappingFieldsCanBeMergedRule
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
+from strawberry.schema.schema import validate_document  # the rules strawberry adds, too
 
 from engine.settings import Settings
 
@@ -71,10 +83,12 @@ OVERLAP_BUDGET = 10_000
 # Each node of a connection (a record loaded) costs this much beside its selections.
 NODE_COST = 10
 # Documents longer than this are parsed and validated each time; the cache holds
-# at most CACHE_CHARS characters of document text (about 100 MB of syntax trees at
-# the worst, far less for real documents).
+# at most CACHE_CHARS characters of document text. A syntax tree is many small
+# objects (up to 270 bytes a character), and every full garbage collection walks
+# them all: 64 KiB of the densest documents is 17 MB and adds about 20 ms to each
+# (256 KiB would add 120 ms). GraphiQL's introspection query is 1.6 KB.
 MAX_CACHED_DOCUMENT_CHARS = 4096
-CACHE_CHARS = 256 * 1024
+CACHE_CHARS = 64 * 1024
 
 
 class TooComplex(Exception):
@@ -285,11 +299,17 @@ class DocumentCache:
 
 
 class DocumentLimits(SchemaExtension):
-    """Measure each document before validation (`measure`), validate with the bounded
-    overlap rule, and cache what parsed and validated (`DocumentCache`)."""
+    """Parse, measure and validate each new document in the schema's worker thread; take
+    a document seen before from the cache (measured again: its cost depends on the
+    variables). A document over a limit is never validated, nor cached."""
 
-    def __init__(self, limits: Limits, cache: DocumentCache):
-        self.limits, self.cache = limits, cache
+    def __init__(self, limits: Limits, cache: DocumentCache, worker: Executor):
+        self.limits, self.cache, self.worker = limits, cache, worker
+
+    async def in_worker(self, function, *args):
+        # A request cancelled meanwhile (the client went away) leaves the worker to
+        # finish this document: it is bounded, and nothing else waits for it.
+        return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
@@ -298,44 +318,62 @@ class DocumentLimits(SchemaExtension):
             for rule in context.validation_rules)
         yield
 
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        entry = self.cache.get(context.query) if context.query else None
-        if entry is not None:
-            context.graphql_document = entry[0]  # strawberry then does not parse
-        yield
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        try:
-            measure(context.graphql_document, context.schema._schema, context.variables,
-                    self.limits)
-        except TooComplex as exc:
-            context.pre_execution_errors = [too_complex(str(exc))]  # no rule runs
-            yield
-            return
+    async def on_parse(self) -> AsyncIterator[None]:
+        context = self.execution_context  # strawberry refuses an empty query before this
         entry = self.cache.get(context.query)
         if entry is not None:
-            context.pre_execution_errors = entry[1]
-            yield
-            return
-        yield  # strawberry runs the validation rules
-        errors = context.pre_execution_errors or []
+            context.graphql_document = entry[0]
+        else:  # a syntax error raises here, and ErrorCodes gives it its code
+            context.graphql_document = await self.in_worker(
+                partial(parse, context.query, **context.parse_options))
+        yield  # strawberry does not parse again: the document is set
+
+    async def on_validate(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        document, schema = context.graphql_document, context.schema._schema
+        entry = self.cache.get(context.query)
+        if entry is not None:
+            refusal = self.refusal(document, schema, context.variables)
+            context.pre_execution_errors = [refusal] if refusal else entry[1]
+        else:
+            errors, within_limits = await self.in_worker(
+                self.validate, document, schema, context.variables, context.validation_rules)
+            context.pre_execution_errors = errors
+            if within_limits:
+                self.cache.put(context.query, document, errors)
+        yield  # strawberry does not validate again: the errors are set
+
+    def refusal(self, document, schema, variables) -> GraphQLError | None:
+        try:
+            measure(document, schema, variables, self.limits)
+        except TooComplex as exc:
+            return too_complex(str(exc))
+        return None
+
+    def validate(self, document, schema, variables, rules) -> tuple[list[GraphQLError], bool]:
+        """The pass, then (within the limits only) the rules: (errors, within the limits)."""
+        refusal = self.refusal(document, schema, variables)
+        if refusal is not None:
+            return [refusal], False
+        errors = validate_document(schema, document, rules)
         for i, error in enumerate(errors):
             if isinstance(error, ValidationAbortedError) and error.message == "Validation aborted.":
                 errors[i] = too_complex("validating it takes too long (many fields of the "
                                         "same name to compare)")
-        self.cache.put(context.query, context.graphql_document, errors)
+        return errors, True
 
 
 def schema_extensions(settings: Settings) -> list:
     """Every extension of the schema, as factories, in the order they must run."""
     suggestions = settings.graphql_introspection  # "Did you mean" only with introspection on
     limits, cache = Limits.of(settings), DocumentCache()
+    # one thread: documents are pure Python, so more threads would only take turns on
+    # the GIL; new documents queue for it, cached ones do not
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="documents")
     extensions = [
         lambda: ErrorCodes(suggestions=suggestions),
         lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-        lambda: DocumentLimits(limits, cache),
+        lambda: DocumentLimits(limits, cache, worker),
     ]
     if not settings.graphql_introspection:
         extensions.append(DisableIntrospection)
