@@ -104,7 +104,7 @@ class Limits:
     cost: int
 
     @classmethod
-    def of(cls, settings: Settings) -> "Limits":
+    def of(cls, settings: Settings) -> Limits:
         return cls(depth=settings.graphql_max_depth, aliases=settings.graphql_max_aliases,
                    fields=settings.graphql_max_fields, fragments=settings.graphql_max_fragments,
                    cost=settings.graphql_max_cost)
@@ -119,7 +119,7 @@ class Size(NamedTuple):
     aliases: int = 0
     cost: int = 0
 
-    def __add__(self, other: "Size") -> "Size":
+    def __add__(self, other: Size) -> Size:
         return Size(max(self.height, other.height), self.fields + other.fields,
                     self.aliases + other.aliases, self.cost + other.cost)
 
@@ -283,6 +283,8 @@ class DocumentCache:
         return len(self.entries)
 
     def get(self, query: str) -> tuple[DocumentNode, list[GraphQLError]] | None:
+        if len(query) > self.max_document_chars:
+            return None  # never stored: not worth hashing
         entry = self.entries.get(query)
         if entry is not None:
             self.entries.move_to_end(query)

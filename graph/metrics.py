@@ -83,8 +83,8 @@ class OperationMetrics(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         try:
             yield
-        except GraphQLError as error:  # a hook refused the document (ParserCache parses
-            self._count(classify(error))  # in on_parse): strawberry answers it as an error
+        except GraphQLError as error:  # a hook refused the document (limits.DocumentLimits
+            self._count(classify(error))  # parses in on_parse): strawberry answers it as an error
             raise
         errors = getattr(self.execution_context.result, "errors", None) or []
         code = "OK"

@@ -13,8 +13,7 @@ import uuid
 import pytest
 
 from graph import metrics
-MAX_NAME_CHARS = 64
-from graph.metrics import *  # noqa
+from graph.metrics import MAX_NAME_CHARS, OperationNames
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def names(monkeypatch) -> OperationNames:
 
 def operation_labels(client) -> list[str]:
     text = client.get("/metrics").text
-    return re.findall(r'^graphql_operations_total\{[^}]*operation="([^"]*)"', text, re.M)
+    return re.findall(r'^graphql_operations_total\{[^}]*operation="([^"]*)"', text, re.MULTILINE)
 
 
 def test_made_up_operation_names_do_not_add_series(app_client, names):
