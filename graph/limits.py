@@ -362,6 +362,11 @@ class DocumentLimits(SchemaExtension):
             if isinstance(error, ValidationAbortedError) and error.message == "Validation aborted.":
                 errors[i] = too_complex("validating it takes too long (many fields of the "
                                         "same name to compare)")
+            elif isinstance(error.original_error, ValueError):
+                # a literal its type cannot read (an Int of more than Python's 4300
+                # digits): the client's mistake, not an unexpected error to mask
+                error.original_error, error.extensions = None, {
+                    "code": "GRAPHQL_VALIDATION_FAILED"}
         return errors, True
 
 

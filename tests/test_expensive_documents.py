@@ -103,6 +103,12 @@ def test_a_document_the_limits_accept_is_still_bounded_in_validation(api):
     assert code_of(api.post(overlapping(10, "__typename"))) is None
 
 
+def test_an_int_literal_of_thousands_of_digits_is_a_validation_error(api):
+    """Python reads at most 4300 digits into an int; graphql-core's rules try more."""
+    response = api.as_user().post("{jobs(first:" + "9" * 5000 + "){pageInfo{hasNextPage}}}")
+    assert code_of(response) == "GRAPHQL_VALIDATION_FAILED"
+
+
 # ---- item 7: cost (the limits at their edges are in test_limits.py) ----
 
 def test_ten_pages_of_jobs_cost_too_much_one_full_page_does_not(api):
