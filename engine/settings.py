@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     admin_password: str | None = None  # creates the account if missing; never changes it
     admin_dashboard: bool = True
 
+    # GraphQL documents and results (graph/limits.py)
+    graphql_max_fragments: int = Field(100, ge=1)  # fragment definitions, and spreads, per document
+    graphql_max_cost: int = Field(3000, ge=1)  # fields times list sizes, see graph/limits.py
+    http_max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # one GraphQL answer by HTTP
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
         if self.redis_cluster:

@@ -1,10 +1,11 @@
 """Property-based fuzzing of the HTTP API, as an attacker would (hypothesis).
 
-Three kinds of input are thrown at the in-process app: raw bodies (bytes,
+Four kinds of input are thrown at the in-process app: raw bodies (bytes,
 JSON of every shape), generated GraphQL documents (real and made-up fields,
-aliases, arguments, fragments, directives, variables, broken syntax), and
-the real operations with variable values of every type, including another
-user's job id. For every answer:
+aliases, arguments, fragments, directives, variables, broken syntax),
+documents made to be expensive (nested fragments, wide selections; each
+answered within a second), and the real operations with variable values of
+every type, including another user's job id. For every answer:
 
 - the status is never 5xx, and the body is JSON;
 - every error has a contract code, and none is INTERNAL_SERVER_ERROR
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import string
+import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -110,6 +112,28 @@ documents = st.tuples(
                      " fragment F on Query { ...F }", " query Q { __typename }"]),
     st.one_of(st.just(""), st.text(string.punctuation + " {}()[]$@!:=", max_size=5)),
 ).map(lambda p: f"{p[0]} {{{p[1]}}}{p[2]}{p[3]}")
+
+# Documents made to be expensive: fragments spread in fragments (fan-out, chains,
+# cycles), the same field hundreds of times, many aliases.
+QUERY_FIELDS = ["__typename", "me{id username}", "queueStats{queued}", "jobs{edges{node{id}}}",
+                "jobs(first:100){edges{cursor}}", "__schema{types{name}}", "nope"]
+
+
+@st.composite
+def expensive_documents(draw) -> str:
+    count = draw(st.integers(1, 120))
+    items = st.one_of(st.sampled_from(QUERY_FIELDS), st.integers(0, count - 1).map("...F{}".format))
+    fragments = []
+    for i in range(count):
+        selection = draw(st.lists(items, min_size=1, max_size=4)) * draw(st.integers(1, 3))
+        fragments.append(f"fragment F{i} on Query {{ {' '.join(selection)} }}")
+    field, copies, aliased = draw(st.tuples(st.sampled_from(QUERY_FIELDS), st.integers(1, 800),
+                                            st.booleans()))
+    wide = " ".join(f"a{k}:{field}" if aliased else field for k in range(copies))
+    spreads = " ".join(f"...F{j}" for j in draw(st.lists(st.integers(0, count - 1), max_size=5)))
+    # a comment that no cache has seen, as an attacker would add
+    return f"# {draw(st.uuids())}\n{{ {wide} {spreads} }} " + " ".join(fragments)
+
 
 OPERATIONS = {
     "job": "query($id: ID!) { job(id: $id) { id requestData status } }",
@@ -223,6 +247,25 @@ def test_random_documents_never_break_the_api(api):
             response = api.http.post("/graphql", json={"query": query, "variables": variables},
                                      headers=headers)
         check(response, query + json.dumps(variables))
+
+    post()
+    assert_intact(victim, job)
+
+
+def test_expensive_documents_are_answered_quickly(api):
+    """Each one answered within a second (refused or not), never with a 5xx."""
+    victim, job = stored_job(api)
+    attacker = api.as_user()
+
+    @settings(max_examples=100, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(query=expensive_documents())
+    def post(query):
+        started = time.monotonic()
+        response = attacker.post(query)
+        elapsed = time.monotonic() - started
+        check(response, query)
+        assert elapsed < 1, (elapsed, query[:300])
 
     post()
     assert_intact(victim, job)

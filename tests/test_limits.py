@@ -1,9 +1,11 @@
 """The contract's limits (§5), each at its edge: just under passes, just over is refused.
 
-Document limits answer QUERY_TOO_COMPLEX and hold for introspection too;
-GraphiQL's own introspection query passes at the defaults. The HTTP body
-limit answers 413 before anything parses the body, chunked bodies included;
-WebSocket messages and subscriptions per connection are bounded as well.
+Document limits (depth, aliases, tokens, fields, fragments, cost) answer
+QUERY_TOO_COMPLEX and hold for introspection too; GraphiQL's own
+introspection query passes at the defaults. An answer over the response size
+limit is a QUERY_TOO_COMPLEX error too. The HTTP body limit answers 413
+before anything parses the body, chunked bodies included; WebSocket messages
+and subscriptions per connection are bounded as well.
 """
 
 from __future__ import annotations
@@ -189,6 +191,57 @@ def test_many_repeated_fields_are_too_complex_not_slow(api):
     started = time.monotonic()
     assert code_of(api, tokens(4000)) == "QUERY_TOO_COMPLEX"
     assert time.monotonic() - started < 5
+
+
+def message_of(api: Api, query: str, variables: dict | None = None) -> str:
+    return api.post(query, variables).json()["errors"][0]["message"]
+
+
+def test_fragment_definitions_and_spreads_are_capped(app_with):
+    with app_with(graphql_max_fragments=3) as api:
+        three = " ".join(f"fragment F{i} on Query {{ __typename }}" for i in range(3))
+        assert code_of(api, "{...F0 ...F1 ...F2} " + three) is None
+        four = "{...F0 ...F1 ...F2 ...F3} " + three + " fragment F3 on Query { __typename }"
+        assert code_of(api, four) == "QUERY_TOO_COMPLEX"
+        assert "GRAPHQL_MAX_FRAGMENTS" in message_of(api, four)
+        # spreads are counted where they are written, not expanded
+        one = " fragment F0 on Query {__typename}"
+        assert code_of(api, "{...F0 ...F0 ...F0}" + one) is None
+        assert code_of(api, "{...F0 ...F0 ...F0 a:__typename ...F0}" + one) == "QUERY_TOO_COMPLEX"
+
+
+# ---- cost: fields times page sizes ----
+
+def test_the_cost_at_the_limit_passes_and_counts_page_sizes_from_variables(app_with):
+    with app_with(graphql_max_cost=500) as api:
+        user = api.as_user()
+        query = "query($n:Int){jobs(first:$n){edges{node{id}}}}"  # 1 + n * (10 + 3)
+        assert code_of(user, query, {"n": 38}) is None  # 495
+        assert code_of(user, query, {"n": 39}) == "QUERY_TOO_COMPLEX"  # 508
+        assert "GRAPHQL_MAX_COST" in message_of(user, query, {"n": 39})
+        # the schema's default (20) without a value; a variable's default with one
+        assert code_of(user, "{jobs{edges{node{id}}}}") is None
+        assert code_of(user, "query($n:Int=39){jobs(first:$n){edges{node{id}}}}") \
+            == "QUERY_TOO_COMPLEX"
+
+
+# ---- response size ----
+
+def test_a_response_over_the_size_limit_is_an_error_with_a_code(app_with):
+    with app_with(http_max_response_bytes=4096) as api:
+        user = api.as_user()
+        # the answer to this mutation (every job with its data) is too large, but the
+        # mutation ran: its jobs are stored
+        with pytest.raises(GraphQLError) as info:
+            user.enqueue_many([{"requestData": "x" * 1000} for _ in range(5)])
+        assert info.value.code == "QUERY_TOO_COMPLEX"
+        assert len(user.call("{jobs{edges{node{id}}}}")["jobs"]["edges"]) == 5
+        response = user.post("{jobs{edges{node{requestData}}}}")  # over 5000 bytes
+        assert response.status_code == 200, response.text[:300]
+        assert response.json()["data"] is None
+        [error] = response.json()["errors"]
+        assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        assert "HTTP_MAX_RESPONSE_BYTES" in error["message"]
 
 
 # ---- introspection switch ----

@@ -38,16 +38,51 @@ HEAD_WAIT = Gauge("queue_next_job_wait_seconds",
                   "How long the job that runs next (head of the rotation) has waited")
 
 SAMPLE_SECONDS = 5.0
+MAX_OPERATION_NAMES = 100
+MAX_NAME_CHARS = 64
+
+
+class OperationNames:
+    """The `operation` label: the first `limit` distinct names of operations that passed
+    validation, cut to MAX_NAME_CHARS; any other name is "other", no name "anonymous".
+
+    Every label value is a series that Prometheus keeps forever, and operation names
+    are the client's to choose: 300 made-up names must not make 300 series.
+    """
+
+    def __init__(self, limit: int = MAX_OPERATION_NAMES):
+        self.limit = limit
+        self.known: set[str] = set()
+
+    def label(self, name: str | None, validated: bool) -> str:
+        if not name:
+            return "anonymous"
+        name = name[:MAX_NAME_CHARS]
+        if name in self.known:
+            return name
+        if validated and len(self.known) < self.limit:
+            self.known.add(name)
+            return name
+        return "other"
+
+
+OPERATION_NAMES = OperationNames()
 
 
 class OperationMetrics(SchemaExtension):
     """Count each operation with the contract code of its first error, or OK."""
 
+    validated = False  # set when execution starts, which only a valid document reaches
+
+    def on_execute(self) -> Iterator[None]:
+        self.validated = True
+        yield
+
     def on_operation(self) -> Iterator[None]:
         try:
             yield
-        except GraphQLError as error:  # a hook refused the document (ParserCache parses
-            self._count(classify(error))  # in on_parse): strawberry answers it as an error
+        except GraphQLError as error:  # a hook refused the document (limits.DocumentLimits
+            self._count(classify(error))  # parses in on_parse): strawberry answers it as an error
             raise
         errors = getattr(self.execution_context.result, "errors", None) or []
         code = "OK"
@@ -61,7 +96,8 @@ class OperationMetrics(SchemaExtension):
             op_type = ctx.operation_type.value
         except RuntimeError:  # the document did not parse: there is no operation
             op_type = "unknown"
-        OPERATIONS.labels(ctx.operation_name or "anonymous", op_type, code).inc()
+        name = OPERATION_NAMES.label(ctx.operation_name, self.validated)
+        OPERATIONS.labels(name, op_type, code).inc()
 
 
 async def sample_queue(queue: Queue) -> None:

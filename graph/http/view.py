@@ -103,6 +103,23 @@ def _check_json(value: Any) -> None:
             stack.extend((v, depth + 1) for v in item)
 
 
+def _within_size_limit(response, request: Request):
+    """An answer over HTTP_MAX_RESPONSE_BYTES is replaced by a QUERY_TOO_COMPLEX error
+    (HTTP 200, `data` null). The operation did run: a mutation's changes stand, only its
+    answer is not sent. Checked on the encoded body: exact, and no second encoding."""
+    services = getattr(request.app.state, "services", None)
+    body = getattr(response, "body", None)  # None for streamed responses
+    if services is None or body is None:
+        return response
+    limit = services.settings.http_max_response_bytes
+    if len(body) <= limit:
+        return response
+    message = (f"Query too complex: the response is {len(body)} bytes; the limit is {limit} "
+               "(HTTP_MAX_RESPONSE_BYTES). Ask for fewer jobs or fields.")
+    return JSONResponse({"data": None, **error_body(message, "QUERY_TOO_COMPLEX")},
+                        media_type=response.media_type or JSON)  # the type negotiated
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -134,7 +151,7 @@ class GraphQLView(LocalGraphiQL, GraphQL):
         request = Request(scope=scope, receive=receive)
         media_type = request.state.media_type = preferred(request.headers.get("accept"))
         try:
-            response = await self.run(request)
+            response = _within_size_limit(await self.run(request), request)
         except HTTPException as exc:
             exc = _from_strawberry(exc)
             response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
