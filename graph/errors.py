@@ -8,7 +8,7 @@ INTERNAL_SERVER_ERROR with an id that is also in the server's log.
 Errors are fixed *in place* (message and extensions of the GraphQLError),
 and fixing is idempotent. That lets several layers apply it without
 coordination: the `ErrorCodes` extension (HTTP and WebSocket results, and
-parse errors that strawberry's ParserCache raises past `on_operation`), and
+parse errors that graph/http/limits.py's DocumentLimits raises past `on_operation`), and
 the HTTP view as a last pass over every response.
 """
 
@@ -171,7 +171,7 @@ class ErrorCodes(SchemaExtension):
         try:
             yield
         except GraphQLError as exc:
-            # ParserCache parses while *entering* on_parse, outside strawberry's
+            # DocumentLimits parses while *entering* on_parse, outside strawberry's
             # try: the syntax error (or the token limit) passes through here and
             # becomes the result after this hook is done. Fix it on the way out.
             fix(exc, self.suggestions)

@@ -130,7 +130,7 @@ def test_ten_pages_of_jobs_cost_too_much_one_full_page_does_not(api):
 
 def document_cache(app) -> object:
     """The DocumentCache of the app's schema."""
-    from graph.limits import DocumentLimits
+    from graph.http.limits import DocumentLimits
 
     [view] = [r.endpoint for r in app.routes if r.path == "/graphql" and hasattr(r, "methods")]
     [limits] = [e for e in view.schema.get_extensions() if isinstance(e, DocumentLimits)]
@@ -162,7 +162,7 @@ def test_large_documents_are_not_cached(settings):
 
 
 def test_the_cache_is_bounded_by_the_characters_it_holds():
-    from graph.limits import DocumentCache
+    from graph.http.limits import DocumentCache
 
     cache = DocumentCache(max_chars=1000, max_document_chars=300)
     for i in range(100):

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from graph import metrics
-from graph.metrics import MAX_NAME_CHARS, OperationNames
+from graph.http import metrics
+from graph.http.metrics import MAX_NAME_CHARS, OperationNames
 
 
 @pytest.fixture
