@@ -16,6 +16,7 @@ from engine.settings import load_settings
 from engine.startup import exit_on_startup_error
 
 from .app import create_app
+from .settings import Settings
 from .http.httpprotocol import TimedHttpProtocol
 from .live.wsprotocol import FanoutWebSocketProtocol
 
@@ -25,7 +26,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dev", action="store_true", help="run a worker inside the API")
     args = parser.parse_args(argv)
 
-    settings = load_settings()
+    settings = load_settings(Settings)
     logs.configure(settings.log_level, settings.log_format)
     if args.dev:  # a handler that does not load stops the start with one line
         from workers.loader import load_handler

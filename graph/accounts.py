@@ -14,9 +14,9 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from engine.queue import Queue
-from engine.settings import Settings
 from engine.startup import StartupError
 
+from .settings import Settings
 from . import auth
 from .errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
 from .store import Role, User

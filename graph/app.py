@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
-from engine.settings import Settings
 
+from .settings import Settings
 from .accounts import check_admin_settings
 from .http import graphiql, health
 from .http.middleware import SizeLimits

@@ -12,8 +12,8 @@ from redis.exceptions import RedisError
 
 from engine import queue as engine
 from engine.jobs import JobRecord, JobStatus, ms_to_datetime
-from engine.settings import Settings
 
+from .settings import Settings
 from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
 from .live.events import EventHub
 from .archiver import Archiver

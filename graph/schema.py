@@ -8,8 +8,8 @@ import strawberry
 from strawberry.types import Info
 from strawberry.types.unset import UNSET
 
-from engine.settings import Settings
 
+from .settings import Settings
 from .context import Context
 from .http.metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
 from .permissions import admin_mutation

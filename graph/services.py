@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 from engine import connection
 from engine.loop import cancel_and_wait
 from engine.queue import Queue
-from engine.settings import Settings
 
+from .settings import Settings
 from . import store
 from .http import metrics
 from .accounts import Accounts

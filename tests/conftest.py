@@ -14,7 +14,7 @@ import uuid
 import pytest
 import redis as redis_sync
 
-from engine.settings import Settings
+from graph.settings import Settings
 from tests.support import ApiProcess, WorkerProcesses, settings_env
 
 

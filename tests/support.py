@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from engine.settings import Settings
+from graph.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

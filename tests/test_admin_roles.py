@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from engine.settings import load_settings
+from graph.settings import Settings
 from engine.startup import StartupError
 from graph.accounts import Accounts
 from graph.app import create_app
@@ -158,11 +159,11 @@ def test_production_accepts_an_admin_password_of_12(monkeypatch):
     monkeypatch.setenv("JWT_SECRET", "s" * 40)
     monkeypatch.setenv("ADMIN_USERNAME", ADMIN)
     monkeypatch.setenv("ADMIN_PASSWORD", "twelve-chars")
-    settings = load_settings()
+    settings = load_settings(Settings)
     assert (settings.admin_username, settings.admin_password) == (ADMIN, "twelve-chars")
     assert settings.admin_dashboard is True
     monkeypatch.setenv("ADMIN_DASHBOARD", "false")
-    assert load_settings().admin_dashboard is False
+    assert load_settings(Settings).admin_dashboard is False
 
 
 @pytest.mark.parametrize("variable, overrides", [

@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from engine.settings import Settings
+from graph.settings import Settings
 from tests.support import ROOT, Api, ApiProcess, free_port, wait_until
 
 BROWSER = {

@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from engine.startup import StartupError
-from engine.settings import Settings, load_settings
+from engine.settings import load_settings
+from graph.settings import Settings
 from tests.support import ROOT
 
 # CONTRACT.md §6 (settings) and §5 (limits): variable -> default, as a user reads them.
@@ -164,7 +165,7 @@ def test_dot_env_elsewhere_is_not_read(fresh):
 def test_bad_values_are_refused_with_the_variable_named(fresh, monkeypatch):
     monkeypatch.setenv("QUEUE_CONCURRENCY", "lots")
     with pytest.raises(StartupError) as info:
-        load_settings()
+        load_settings(Settings)
     message = str(info.value)
     assert "QUEUE_CONCURRENCY" in message and "\n" not in message
 
@@ -178,7 +179,7 @@ def test_production_refuses_a_missing_or_short_jwt_secret(fresh, monkeypatch, se
     if secret is not None:
         monkeypatch.setenv("JWT_SECRET", secret)
     with pytest.raises(StartupError) as info:
-        load_settings()
+        load_settings(Settings)
     message = str(info.value)
     assert "JWT_SECRET" in message
     assert "\n" not in message
@@ -188,7 +189,7 @@ def test_production_refuses_a_missing_or_short_jwt_secret(fresh, monkeypatch, se
 def test_production_accepts_a_secret_of_32_bytes_or_more(fresh, monkeypatch, secret):
     monkeypatch.setenv("APP_ENV", "production")
     monkeypatch.setenv("JWT_SECRET", secret)
-    settings = load_settings()
+    settings = load_settings(Settings)
     assert settings.production and settings.jwt_secret == secret
     assert not settings.graphiql_enabled
 
@@ -197,7 +198,7 @@ def test_production_accepts_a_secret_of_32_bytes_or_more(fresh, monkeypatch, sec
 def test_development_takes_any_secret(fresh, monkeypatch, secret):
     if secret is not None:
         monkeypatch.setenv("JWT_SECRET", secret)
-    assert load_settings().jwt_secret == secret
+    assert load_settings(Settings).jwt_secret == secret
 
 
 def run_command(module: str, cwd, env_extra: dict) -> subprocess.CompletedProcess:
@@ -229,3 +230,16 @@ def test_production_start_is_refused_without_a_good_secret(tmp_path, module, sec
 def test_production_from_dot_env_is_refused_without_a_good_secret(tmp_path, module):
     (tmp_path / ".env").write_text("APP_ENV=production\nJWT_SECRET=short\n")
     assert_refused_naming_jwt_secret(run_command(module, tmp_path, {}))
+
+
+def test_a_worker_reads_the_shared_settings_only(fresh, monkeypatch):
+    """API-only settings (MongoDB, HTTP, GraphQL limits) are neither loaded nor
+    validated by a worker: a typo in one stops the API, not the workers."""
+    from engine.settings import QueueSettings
+
+    monkeypatch.setenv("GRAPHQL_MAX_DEPTH", "lots")
+    monkeypatch.setenv("QUEUE_CONCURRENCY", "7")
+    worker = load_settings(QueueSettings)
+    assert worker.queue_concurrency == 7 and not hasattr(worker, "graphql_max_depth")
+    with pytest.raises(StartupError, match="GRAPHQL_MAX_DEPTH"):
+        load_settings(Settings)

@@ -7,14 +7,14 @@ import inspect
 
 from engine import connection
 from engine.queue import Queue
-from engine.settings import Settings
+from engine.settings import QueueSettings
 
 from .loader import load_handler
 from .runners import HandlerProcesses
 from .worker import Worker, WorkerConfig
 
 
-def create_worker(settings: Settings, redis_url: str, *, burst: bool = False) -> Worker:
+def create_worker(settings: QueueSettings, redis_url: str, *, burst: bool = False) -> Worker:
     """A worker as the settings describe it, with its own Redis connections
     (named, so CLIENT LIST tells the workers' connections from the API's).
     A handler that does not load raises BadHandler (a StartupError)."""

@@ -71,9 +71,8 @@ from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
 from strawberry.schema.schema import validate_document  # the rules strawberry adds, too
 
-from engine.settings import Settings
-
 from ..errors import ErrorCodes
+from ..settings import Settings
 from ..jobs import MAX_PAGE
 
 # graphql-core's default is 500,000 units: about 2 s of CPU here for 400 copies of
