@@ -216,3 +216,23 @@ class ApiProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode if self.proc else None
+
+
+def node_or_skip(folder: Path, package: str, what: str) -> str:
+    """The `node` binary for a test that runs `what` with `package` installed in
+    `folder` (by `npm ci`); the test is skipped, saying why, when either is missing."""
+    import shutil
+
+    import pytest
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip(f"`node` is not installed: {what} cannot run (apt-get install nodejs)")
+    if not (folder / "node_modules" / package).is_dir():
+        pytest.skip(f"{folder.relative_to(ROOT)}/node_modules is missing: "
+                    f"run `npm ci --prefix {folder.relative_to(ROOT)}` first")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 18:
+        pytest.skip(f"node {version} is too old for {what} (18 or later)")
+    return node

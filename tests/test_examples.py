@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import uuid
 
-import pytest
 
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, node_or_skip, wait_until
 
 EXAMPLES = ROOT / "examples"
 PASSWORD = "correct horse battery"
@@ -53,16 +51,7 @@ def test_python_client_logs_in_enqueues_and_hears_each_result(api_process, worke
 
 
 def _node_or_skip() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("`node` is not installed: the Node example cannot run (apt-get install nodejs)")
-    if not (EXAMPLES / "node_modules" / "graphql-ws").is_dir():
-        pytest.skip("examples/node_modules is missing: run `cd examples && npm ci` first")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True,
-                             check=False).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 18:
-        pytest.skip(f"node {version} is too old for the Node example (18 or later)")
-    return node
+    return node_or_skip(EXAMPLES, "graphql-ws", "the Node example")
 
 
 def test_node_listener_prints_n_events_then_exits(api_process, workers):

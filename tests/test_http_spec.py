@@ -14,14 +14,13 @@ them it is skipped, saying so.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import uuid
 
 import pytest
 
 from graph.http.accept import GRAPHQL_RESPONSE, JSON, preferred
-from tests.support import ROOT
+from tests.support import ROOT, node_or_skip
 
 AUDIT = ROOT / "tests" / "http-audit"
 SPEC = {"accept": GRAPHQL_RESPONSE}
@@ -29,16 +28,7 @@ V1 = {"accept": JSON}
 
 
 def _node_or_skip() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("`node` is not installed: the GraphQL-over-HTTP audit cannot run")
-    if not (AUDIT / "node_modules" / "graphql-http").is_dir():
-        pytest.skip("tests/http-audit/node_modules is missing: run `npm ci --prefix tests/http-audit`")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True,
-                             check=False).stdout.strip()
-    if int(version.lstrip("v").split(".")[0]) < 18:
-        pytest.skip(f"node {version} is too old for the audit (18 or later: fetch)")
-    return node
+    return node_or_skip(AUDIT, "graphql-http", "the GraphQL-over-HTTP audit")
 
 
 def test_the_graphql_over_http_audit_finds_no_error_and_no_warning(api_process):

@@ -35,24 +35,24 @@ BAD_CURSORS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(redis_url, tmp_path_factory):
-    """An API with a worker inside, and a short wait for connection_init."""
-    api = ApiProcess(make_settings(redis_url, ws_init_timeout_seconds=1),
-                     tmp_path_factory.mktemp("api"))
+def dev_api(redis_url, tmp_path_factory, **settings):
+    """`python -m graph --dev` (a worker inside) with these settings, until the module ends."""
+    api = ApiProcess(make_settings(redis_url, **settings), tmp_path_factory.mktemp("api"))
     api.start("--dev")
     yield api
     api.stop()
+
+
+@pytest.fixture(scope="module")
+def server(redis_url, tmp_path_factory):
+    """An API with a short wait for connection_init."""
+    yield from dev_api(redis_url, tmp_path_factory, ws_init_timeout_seconds=1)
 
 
 @pytest.fixture(scope="module")
 def short_lived(redis_url, tmp_path_factory):
     """An API whose tokens live 2 seconds (plus the 2 s leeway)."""
-    api = ApiProcess(make_settings(redis_url, jwt_ttl_seconds=2),
-                     tmp_path_factory.mktemp("api"))
-    api.start("--dev")
-    yield api
-    api.stop()
+    yield from dev_api(redis_url, tmp_path_factory, jwt_ttl_seconds=2)
 
 
 class Socket:
