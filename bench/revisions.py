@@ -1,0 +1,99 @@
+"""Scenarios 1 and 2 of this queue at two git revisions, in turn (A B A B), in one run.
+
+    python -m bench.revisions a10a8c6                  # that revision (A) beside this checkout (B)
+    python -m bench.revisions a10a8c6 --reps 3 --scale 0.5
+
+Why: a change that reorganises the engine must not slow it. Absolute rates on a
+shared machine mean little; the same scenario run at both revisions side by side,
+alternating, gives a ratio that does.
+
+Revision A is checked out with `git worktree` under bench/.work/; B is this
+working tree. One redis-server serves both. Each run is a child process started
+in its revision's checkout (its own `bench`, engine and `python -m workers`),
+draining a backlog of no-op jobs as bench/throughput.py does: scenario 1 is one
+user at concurrency 1, scenario 2 is 1,000 users at concurrency 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from .common import ROOT, WORK, RedisServer
+from .throughput import S1_JOBS, S2_CONC, S2_JOBS, S2_USERS
+
+# Run in the revision's checkout: its own bench.systems and bench.throughput.
+CHILD = """
+import json, sys
+from bench import common
+from bench.systems import all_systems, drain_run
+from bench.throughput import _jobs
+n, users, concurrency = (int(a) for a in sys.argv[1:4])
+server = common.RedisServer()
+server.start()  # REDIS_URL is set: the parent's server, flushed before the run
+rate, started, _ = drain_run(server, all_systems()["ours"], _jobs(n, users), concurrency, 300)
+print(json.dumps({"rate": rate, "started": started}))
+"""
+
+SCENARIOS = {  # name: (jobs, users, concurrency)
+    "1 (one user, concurrency 1)": (S1_JOBS["ours"], 1, 1),
+    "2 (1,000 users, concurrency 50)": (S2_JOBS["ours"], S2_USERS, S2_CONC["ours"]),
+}
+
+
+def checkout(rev: str) -> str:
+    """A worktree of `rev` under bench/.work/, made once."""
+    path = WORK / f"rev-{rev}"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
+                       check=True, capture_output=True)
+    return str(path)
+
+
+def run_once(where: str, url: str, n: int, users: int, concurrency: int) -> float:
+    env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": where}
+    done = subprocess.run([sys.executable, "-c", CHILD, str(n), str(users), str(concurrency)],
+                          cwd=where, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"run in {where} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["rate"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.revisions", description=__doc__.splitlines()[0])
+    p.add_argument("old", help="the revision to compare against (A)")
+    p.add_argument("--reps", type=int, default=3, help="pairs of runs per scenario (default 3)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply job counts (default 1)")
+    args = p.parse_args(argv)
+
+    sides = {f"A {args.old}": checkout(args.old), "B this checkout": str(ROOT)}
+    server = RedisServer()
+    url = server.start()
+    print(f"Redis at {url}; {args.reps} pairs per scenario, A B A B; jobs/s from first to last start")
+    try:
+        for name, (jobs, users, concurrency) in SCENARIOS.items():
+            n = max(200, int(jobs * args.scale))
+            rates: dict[str, list[float]] = {side: [] for side in sides}
+            for _ in range(args.reps):
+                for side, where in sides.items():
+                    rates[side].append(run_once(where, url, n, users, concurrency))
+            (a, ra), (b, rb) = rates.items()
+            ratios = [y / x for x, y in zip(ra, rb)]
+            print(f"scenario {name}, {n} jobs:")
+            for side, values in rates.items():
+                print(f"  {side:<24} median {statistics.median(values):8.0f}   "
+                      f"runs {' '.join(f'{v:.0f}' for v in values)}")
+            print(f"  B/A ratio              median {statistics.median(ratios):.3f}   "
+                  f"pairs {' '.join(f'{r:.3f}' for r in ratios)}")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
