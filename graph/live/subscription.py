@@ -9,9 +9,8 @@ registered, and while its events flow the subscription counts in
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Callable
 
 from engine.jobs import JobRecord
 
