@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 import strawberry
 from strawberry.types import Info
@@ -11,7 +12,8 @@ from strawberry.types.unset import UNSET
 
 from .settings import Settings
 from .context import Context
-from .http.metrics import ENQUEUED, SUBSCRIPTIONS, OperationMetrics
+from .http.metrics import ENQUEUED, OperationMetrics
+from .live.subscription import subscribe
 from .permissions import admin_mutation
 from .types import (
     AuthPayload,
@@ -139,14 +141,11 @@ class Subscription:
     async def processed(
         self, info: CtxInfo, after: str | None = UNSET
     ) -> AsyncGenerator[ProcessedEvent, None]:
-        ctx = info.context
-        uid = await ctx.user_id()
-        SUBSCRIPTIONS.inc()
-        try:
-            async for cursor, record in ctx.services.hub.listen(uid, after or None):
+        # the rules the shared path (graph/live/fanout.py) follows too
+        subscription = await subscribe(info.context, after)
+        async with aclosing(subscription.events()) as events:
+            async for cursor, record in events:
                 yield ProcessedEvent(cursor=cursor, job=Job.of(record))
-        finally:
-            SUBSCRIPTIONS.dec()
 
 
 class Schema(strawberry.Schema):

@@ -14,7 +14,8 @@ request never reached GraphQL, so nothing it asked for ran: no job was
 enqueued or touched. WebSocket upgrades are timed up to their headers only.
 
 `python -m graph` runs uvicorn with this class (graph/__main__.py); a proxy
-in front should still keep its own limits (docs/operations.md).
+in front should still keep its own limits (docs/operations.md). What it
+needs of uvicorn's internals is in graph/adapters.py.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
+from ..adapters import HttpProtocol
 from ..errors import error_body
 
 
@@ -33,7 +33,7 @@ def _timeout_response(message: str) -> bytes:
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)) + body
 
 
-class TimedHttpProtocol(HttpToolsProtocol):
+class TimedHttpProtocol(HttpProtocol):
     head_timeout: float = 10.0
     body_timeout: float = 30.0
     _deadline: asyncio.TimerHandle | None = None
@@ -45,49 +45,37 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def _set(self, seconds: float, on_expiry) -> None:
         self._clear()
-        self._deadline = self.loop.call_later(seconds, on_expiry)
+        self._deadline = asyncio.get_running_loop().call_later(seconds, on_expiry)
 
     def _clear(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
-    # ---- where the deadlines start and end ----
+    # ---- where the deadlines start and end (the hooks of graph/adapters.py) ----
 
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
+    def connection_opened(self) -> None:
         self._set(self.head_timeout, self._head_too_slow)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
+    def request_began(self) -> None:
         if self._deadline is None:  # a later request on a keep-alive connection
             self._set(self.head_timeout, self._head_too_slow)
 
-    def on_headers_complete(self) -> None:
+    def head_arrived(self) -> None:
         self._clear()
-        queued = self.cycle is not None and not self.cycle.response_complete  # pipelined
-        super().on_headers_complete()
-        if not queued and not (self.parser.should_upgrade() and self._should_upgrade()):
+
+    def body_expected(self) -> None:
+        if self._deadline is None:  # not while a pipelined request's head is on its way
             self._set(self.body_timeout, self._body_too_slow)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        cycle = self.cycle  # a pipelined request starts now, and its body deadline with it
-        if (self._deadline is None and cycle is not None and cycle.more_body
-                and not cycle.response_started and not self.transport.is_closing()):
-            self._set(self.body_timeout, self._body_too_slow)
-
-    def on_message_complete(self) -> None:
+    def body_arrived(self) -> None:
         self._clear()
-        super().on_message_complete()
 
-    def handle_websocket_upgrade(self) -> None:
+    def upgrading(self) -> None:
         self._clear()
-        super().handle_websocket_upgrade()
 
-    def connection_lost(self, exc) -> None:
+    def connection_closed(self) -> None:
         self._clear()
-        super().connection_lost(exc)
 
     # ---- past a deadline ----
 
@@ -98,18 +86,12 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self._deadline = None
-        cycle = self.cycle
-        if cycle is None or cycle.response_started:  # already answered: just close
-            self.transport.close()
+        # the app reads "http.disconnect"; its answer goes nowhere
+        if not self.abandon_request():  # already answered: just close
+            self.close_connection()
             return
-        cycle.disconnected = True  # the app reads "http.disconnect"; its answer goes nowhere
-        cycle.message_event.set()
         self._refuse(f"The request body did not arrive within {self.body_timeout:g} s "
                      "(HTTP_BODY_TIMEOUT_SECONDS).")
 
     def _refuse(self, message: str) -> None:
-        if not self.transport.is_closing():
-            self.logger.debug("closing a slow connection from %s: %s",
-                             self.client and self.client[0], message)
-            self.transport.write(_timeout_response(message))
-            self.transport.close()
+        self.close_connection(_timeout_response(message), f"too slow: {message}")

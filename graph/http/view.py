@@ -34,14 +34,15 @@ from typing import Any
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
+from ..adapters import WebSocketView
 from ..context import Context
 from ..errors import CODES, ApiError, error_body, fix_all, log_unexpected
-from ..live.fanout import FanoutGraphQLWSHandler, FanoutTransportWSHandler
+from ..live.fanout import LiveConnection
 from .accept import GRAPHQL_RESPONSE, JSON, preferred
 from .graphiql import LocalGraphiQL
 
@@ -124,27 +125,7 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-class WebSocketAdapter(ASGIWebSocketAdapter):
-    """Strawberry's WebSocket handlers send a few errors of their own ("Subscription
-    limit reached", from WS_MAX_SUBSCRIPTIONS) without a code: give them one."""
-
-    async def send_json(self, message) -> None:
-        if message.get("type") == "error":
-            payload = message.get("payload")
-            for error in payload if isinstance(payload, list) else [payload]:
-                if isinstance(error, dict):
-                    extensions = error.setdefault("extensions", {})
-                    if extensions.get("code") not in CODES:
-                        limit = "limit reached" in str(error.get("message"))
-                        extensions["code"] = "RATE_LIMITED" if limit else "BAD_USER_INPUT"
-        await super().send_json(message)
-
-
-class GraphQLView(LocalGraphiQL, GraphQL):
-    websocket_adapter_class = WebSocketAdapter
-    graphql_transport_ws_handler_class = FanoutTransportWSHandler  # shared renderings
-    graphql_ws_handler_class = FanoutGraphQLWSHandler  # the same, legacy protocol
-
+class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
@@ -166,6 +147,25 @@ class GraphQLView(LocalGraphiQL, GraphQL):
 
     async def get_context(self, request, response) -> Context:
         return Context(services=request.app.state.services, request=request, response=response)
+
+    # ---- WebSockets (both protocols: graph/adapters.py) ----
+
+    def websocket_session(self, socket, context: Context) -> LiveConnection:
+        """Each socket's lifetime and the shared path for `processed` (graph/live/)."""
+        return LiveConnection(socket, context, self.schema)
+
+    def websocket_message(self, message: dict) -> dict:
+        """Strawberry's WebSocket handlers send a few errors of their own ("Subscription
+        limit reached", from WS_MAX_SUBSCRIPTIONS) without a code: give them one."""
+        if message.get("type") == "error":
+            payload = message.get("payload")
+            for error in payload if isinstance(payload, list) else [payload]:
+                if isinstance(error, dict):
+                    extensions = error.setdefault("extensions", {})
+                    if extensions.get("code") not in CODES:
+                        limit = "limit reached" in str(error.get("message"))
+                        extensions["code"] = "RATE_LIMITED" if limit else "BAD_USER_INPUT"
+        return message
 
     async def on_ws_connect(self, context: Context) -> Any:
         """Authenticate from connection_init; refused connections close with 4403

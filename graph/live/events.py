@@ -219,12 +219,12 @@ class EventHub:
                      ) -> AsyncIterator[tuple[str, JobRecord]]:
         """The user's events: those after `after` first, then live ones, in order.
 
-        With `sink` (a function that sends an event at once and says whether
-        it could), live events go straight to it from the reader whenever this
-        generator has nothing older left to yield; the rest are yielded.
+        `after` is a cursor check_cursor accepted (graph/live/subscription.py
+        checks it before it comes here). With `sink` (a function that sends an
+        event at once and says whether it could), live events go straight to
+        it from the reader whenever this generator has nothing older left to
+        yield; the rest are yielded.
         """
-        if after is not None:
-            await self.check_cursor(uid, after)
         listener = self.add(uid)
         try:
             if after is not None:

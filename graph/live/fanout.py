@@ -16,19 +16,20 @@ missing token, a store that fails the first check) goes through strawberry's
 own path, so errors, codes and limits stay exactly as they are there. However
 a shared subscription ends (its stream fails, the client stops it, the socket
 goes away), it is de-registered, so it no longer counts against
-WS_MAX_SUBSCRIPTIONS, and the client is told when it still listens.
+WS_MAX_SUBSCRIPTIONS, and the client is told when it still listens. Both
+paths start and end a subscription the same way: graph/live/subscription.py.
 
-The handlers also keep the socket's lifetime: graph/live/wslifetime.py.
+strawberry's protocol handlers (graph/adapters.py) call a LiveConnection for
+each socket, which also keeps the socket's lifetime (graph/live/wslifetime.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections import OrderedDict
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from graphql import (
     DocumentNode,
@@ -41,27 +42,19 @@ from graphql import (
     Visitor,
     execute,
     parse,
-    specified_rules,
     validate,
     visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import FieldNode
 from starlette.websockets import WebSocket, WebSocketState
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import CompleteMessage
-from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import (
-    CompleteMessage as LegacyComplete,
-)
 
+from ..adapters import SendEvents, graphql_schema, max_tokens, validation_rules
 from ..errors import fix
-from ..http.metrics import OPERATIONS, SUBSCRIPTIONS
+from ..http.metrics import OPERATIONS
 from ..types import Job, ProcessedEvent
 from .render import NotPlain, compile_selection, is_plain
+from .subscription import ProcessedSubscription, subscribe
 from .wslifetime import SocketLifetime
 from .wsprotocol import SEND_NOW
 
@@ -75,7 +68,7 @@ class Plan:
 
     def __init__(self, strawberry_schema, document: DocumentNode,
                  operation: OperationDefinitionNode, variables: dict, coerced):
-        schema: GraphQLSchema = strawberry_schema._schema
+        schema: GraphQLSchema = graphql_schema(strawberry_schema)
         self.schema = schema
         self.document = document
         self.operation_name = operation.name.value if operation.name else None
@@ -117,37 +110,15 @@ class Renderings:
         return text
 
 
-def _extensions(strawberry_schema) -> list:
-    """The schema's extensions as instances (it may hold classes or factories)."""
-    return [ext if isinstance(ext, SchemaExtension) else ext()
-            for ext in strawberry_schema.extensions]
-
-
-def _rules(strawberry_schema) -> tuple:
-    """graphql-core's rules plus every rule the schema's extensions add (limits)."""
-    extra = []
-    for ext in _extensions(strawberry_schema):
-        if isinstance(ext, AddValidationRules):
-            extra += ext.validation_rules
-    return tuple(specified_rules) + tuple(extra)
-
-
-def _max_tokens(strawberry_schema) -> int | None:
-    for ext in _extensions(strawberry_schema):
-        if isinstance(ext, MaxTokensLimiter):
-            return ext.max_token_count
-    return None
-
-
 @lru_cache(maxsize=256)
 def _checked(strawberry_schema, query: str, operation_name: str | None):
     """(document, operation) of a valid single-field `processed` subscription, or None."""
     try:
-        document = parse(query, max_tokens=_max_tokens(strawberry_schema))
+        document = parse(query, max_tokens=max_tokens(strawberry_schema))
     except Exception:
         return None
-    schema = strawberry_schema._schema
-    if validate(schema, document, _rules(strawberry_schema)):
+    schema = graphql_schema(strawberry_schema)
+    if validate(schema, document, validation_rules(strawberry_schema)):
         return None
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if operation_name is not None:
@@ -168,7 +139,7 @@ def _checked(strawberry_schema, query: str, operation_name: str | None):
 def _selects_resolvers(strawberry_schema, document: DocumentNode) -> bool:
     """Whether a field with a resolver of its own is selected below `processed` (such
     as Job.owner): a shared rendering has no request context to run it with."""
-    schema = strawberry_schema._schema
+    schema = graphql_schema(strawberry_schema)
     type_info = TypeInfo(schema)
     found = []
 
@@ -194,7 +165,7 @@ def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None
     document, operation = checked
     variables = variables or {}
     try:
-        coerced = get_variable_values(strawberry_schema._schema,
+        coerced = get_variable_values(graphql_schema(strawberry_schema),
                                       operation.variable_definitions or [], variables)
         if isinstance(coerced, list):  # variable errors: the standard path reports them
             return None
@@ -204,28 +175,8 @@ def plan_for(strawberry_schema, query, variables, operation_name) -> Plan | None
         return None
 
 
-async def _caller(context, plan: Plan) -> str | None:
-    """The listener's user id once the checks the standard path would make pass;
-    None lets the standard path run and report the error (token, cursor, a
-    failing store): it meets the same error, sends it and ends the operation."""
-    try:
-        uid = await context.user_id()
-        if plan.after is not None:
-            await context.services.hub.check_cursor(uid, plan.after)
-    except Exception:
-        log.debug("processed subscription takes the standard path", exc_info=True)
-        return None
-    return uid
-
-
 def _gone(ws: WebSocket) -> bool:
     return WebSocketState.DISCONNECTED in (ws.client_state, ws.application_state)
-
-
-async def _quietly(send) -> None:
-    """Send a closing message if the socket still takes it."""
-    with contextlib.suppress(Exception):
-        await send
 
 
 def _error(exc: Exception) -> dict:
@@ -234,10 +185,11 @@ def _error(exc: Exception) -> dict:
     return fix(GraphQLError(str(exc), original_error=exc)).formatted
 
 
-async def _stream(ws, services, plan: Plan, uid: str, prefix: str) -> None:
-    """Send the user's events to one listener, each message `prefix` + payload + "}".
-
-    Returns if the event stream ends; raises when the socket goes away."""
+async def _send_events(ws: WebSocket, services, plan: Plan,
+                       subscription: ProcessedSubscription, prefix: str) -> dict | None:
+    """Send the user's events to one listener, each message `prefix` + payload + "}",
+    until the event stream ends. Answers the error that ended it when the
+    client can still hear of it."""
     renderings = services.renderings
 
     def message(cursor, record) -> str:
@@ -249,100 +201,36 @@ async def _stream(ws, services, plan: Plan, uid: str, prefix: str) -> None:
         def sink(cursor, record) -> bool:
             return send_now(message(cursor, record))
     OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
-    SUBSCRIPTIONS.inc()
     try:
-        async for cursor, record in services.hub.listen(uid, plan.after, sink=sink):
-            await ws.send_text(message(cursor, record))
-    finally:
-        SUBSCRIPTIONS.dec()
+        async with contextlib.aclosing(subscription.events(sink=sink)) as events:
+            async for cursor, record in events:
+                await ws.send_text(message(cursor, record))
+    except Exception as exc:  # the socket went away, the hub failed, the cursor was trimmed
+        if not _gone(ws):
+            return _error(exc)
+    return None
 
 
-class FanoutTransportWSHandler(BaseGraphQLTransportWSHandler):
-    """graphql-transport-ws with the shared-rendering path for `processed`,
-    and the socket's lifetime (graph/live/wslifetime.py; strawberry itself closes
-    a socket without connection_init)."""
+class LiveConnection(SocketLifetime):
+    """One GraphQL WebSocket, either protocol, as strawberry's handlers see it
+    (graph/adapters.py's Session): its lifetime, and the shared path for
+    `processed`."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lifetime = SocketLifetime(self.websocket, self.context)
+    def __init__(self, socket: WebSocket, context, strawberry_schema):
+        super().__init__(socket, context)
+        self.schema = strawberry_schema
 
-    async def handle_connection_init(self, message) -> None:
-        await super().handle_connection_init(message)
-        if self.connection_acknowledged:
-            self.lifetime.authenticated()
-
-    async def handle_subscribe(self, message) -> None:
-        if self.connection_acknowledged and not await self.lifetime.allows_operation():
-            return
-        await super().handle_subscribe(message)
-
-    async def shutdown(self) -> None:
-        self.lifetime.end()
-        await super().shutdown()
-
-    async def run_operation(self, operation) -> None:
-        plan = plan_for(self.schema, operation.query, operation.variables,
-                        operation.operation_name)
-        uid = plan and await _caller(self.context, plan)
-        if uid is None:
-            return await super().run_operation(operation)
-        prefix = '{"id":%s,"type":"next","payload":' % json.dumps(operation.id)
-        ws = self.websocket.ws
-        try:
-            await _stream(ws, self.context.services, plan, uid, prefix)
-        except Exception as exc:  # the socket went away, the hub failed, the cursor was trimmed
-            if not _gone(ws):
-                await _quietly(operation.send_operation_message(
-                    {"id": operation.id, "type": "next",
-                     "payload": {"data": None, "errors": [_error(exc)]}}))
-        # the operation is over: `complete` de-registers it, so its slot is free again
-        await _quietly(operation.send_operation_message(
-            CompleteMessage(id=operation.id, type="complete")))
-        self.operations.pop(operation.id, None)  # also when that could not be sent
-
-
-class FanoutGraphQLWSHandler(BaseGraphQLWSHandler):
-    """The legacy graphql-ws protocol with the same path for `processed`, and
-    the same lifetime, its init timeout included."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lifetime = SocketLifetime(self.websocket, self.context)
-
-    async def handle(self) -> None:
-        self.lifetime.expect_init(self.view.connection_init_wait_timeout.total_seconds())
-        try:
-            await super().handle()
-        finally:
-            self.lifetime.end()
-
-    async def handle_connection_init(self, message) -> None:
-        await super().handle_connection_init(message)
-        if self.connection_acknowledged:
-            self.lifetime.authenticated()
-
-    async def handle_start(self, message) -> None:
-        if self.connection_acknowledged and not await self.lifetime.allows_operation():
-            return
-        await super().handle_start(message)
-
-    async def handle_async_results(self, operation_id, query, operation_name, variables) -> None:
+    async def shared_stream(self, query, variables, operation_name) -> SendEvents | None:
+        """The events of a `processed` subscription this path serves, once the
+        checks the standard path would make pass. None lets the standard path
+        run, and report the error (token, cursor, a failing store): it meets
+        the same error, sends it and ends the operation."""
         plan = plan_for(self.schema, query, variables, operation_name)
-        uid = plan and await _caller(self.context, plan)
-        if uid is None:
-            return await super().handle_async_results(operation_id, query, operation_name,
-                                                      variables)
-        prefix = '{"type":"data","id":%s,"payload":' % json.dumps(operation_id)
-        ws = self.websocket.ws
+        if plan is None:
+            return None
         try:
-            await _stream(ws, self.context.services, plan, uid, prefix)
-        except asyncio.CancelledError:  # `stop` from the client: answered with `complete`
-            pass
-        except Exception as exc:  # the socket went away, the hub failed, the cursor was trimmed
-            if not _gone(ws):
-                await _quietly(self.send_message(
-                    {"type": "data", "id": operation_id,
-                     "payload": {"data": None, "errors": [_error(exc)]}}))
-        finally:  # the operation is over, however it ended: its slot is free again
-            self.tasks.pop(operation_id, None)
-        await _quietly(self.send_message(LegacyComplete(type="complete", id=operation_id)))
+            subscription = await subscribe(self.context, plan.after)
+        except Exception:
+            log.debug("processed subscription takes the standard path", exc_info=True)
+            return None
+        return partial(_send_events, self.websocket, self.context.services, plan, subscription)

@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from graphql import FieldNode, GraphQLNonNull, GraphQLObjectType, get_named_type, is_leaf_type
 
+from ..adapters import graphql_schema, plain_attribute
+
 Step = tuple[str, Callable[[Any], Any], Any]  # (response key, value of the parent, completion)
 
 
@@ -30,7 +32,7 @@ class NotPlain(Exception):
 
 def compile_selection(strawberry_schema, field: FieldNode) -> Callable[[Any], dict] | None:
     """A function from the root value (a ProcessedEvent) to `{"processed": ...}`, or None."""
-    root_type = strawberry_schema._schema.subscription_type
+    root_type = graphql_schema(strawberry_schema).subscription_type
     steps = _steps(strawberry_schema, root_type, [field])
     if steps is None:
         return None
@@ -86,17 +88,12 @@ def _constant(value):
 
 def _getter(strawberry_schema, parent: GraphQLObjectType, graphql_name: str):
     """Reads the field from the parent object, when it is a plain attribute."""
-    if parent is strawberry_schema._schema.subscription_type:
+    if parent is graphql_schema(strawberry_schema).subscription_type:
         return lambda root: root  # `processed` itself: the root value is the event
-    definition = strawberry_schema.get_type_by_name(parent.name)
-    converter = strawberry_schema.config.name_converter
-    for field in getattr(definition, "fields", ()):
-        if converter.get_graphql_name(field) == graphql_name:
-            if field.base_resolver is not None or field.permission_classes or field.extensions:
-                return None
-            python_name = field.python_name
-            return lambda obj: getattr(obj, python_name)
-    return None
+    python_name = plain_attribute(strawberry_schema, parent.name, graphql_name)
+    if python_name is None:
+        return None
+    return lambda obj: getattr(obj, python_name)
 
 
 def _complete(steps: list[Step], parent) -> dict:

@@ -14,36 +14,19 @@ drain. On a socket that is closing it drops the message: the app learns of
 the close from `receive` and ends the subscription.
 
 `python -m graph` runs uvicorn with this class; under any other server the
-extension is absent and everything goes through ASGI as usual.
+extension is absent and everything goes through ASGI as usual. What it needs
+of uvicorn's internals is in graph/adapters.py.
 """
 
 from __future__ import annotations
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
+from ..adapters import WebSocketProtocol
 
 SEND_NOW = "queue.send_now"
 
 
-class FanoutWebSocketProtocol(WebSocketsSansIOProtocol):
-    def handle_connect(self, event) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None and not self.close_sent:  # an accepted upgrade; its app runs next
-            scope["extensions"][SEND_NOW] = self.send_now
+class FanoutWebSocketProtocol(WebSocketProtocol):
+    """uvicorn's protocol; its `send_now` (graph/adapters.py) goes in the scope."""
 
-    def send_now(self, text: str) -> bool:
-        """Write one text message now. True once written, or when nothing will
-        go out any more (the socket is closing: the app hears of it from
-        `receive`); False when it should go later through the awaited send."""
-        if self.disconnected or self.close_sent:
-            return True
-        if (not self.handshake_complete or self.initial_response is not None
-                or not self.writable.is_set()):
-            return False
-        try:
-            self.conn.send_text(text.encode())
-        except InvalidState:  # the peer started closing
-            return True
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        return True
+    def accepted(self, scope: dict) -> None:
+        scope["extensions"][SEND_NOW] = self.send_now

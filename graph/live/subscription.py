@@ -1,0 +1,53 @@
+"""The rules of a `processed` subscription, the same on both paths that serve it.
+
+Strawberry runs the resolver in graph/schema.py; graph/live/fanout.py serves
+the documents it can share itself. Both start and end a subscription here:
+the token names the user, a cursor (`after`) is checked before anything is
+registered, and while its events flow the subscription counts in
+`graphql_active_subscriptions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+from engine.jobs import JobRecord
+
+from ..http.metrics import SUBSCRIPTIONS
+from .events import EventHub
+
+
+class ProcessedSubscription:
+    """A user's accepted subscription to their events, from `after` (None: from now)."""
+
+    def __init__(self, hub: EventHub, user_id: str, after: str | None):
+        self.hub = hub
+        self.user_id = user_id
+        self.after = after
+
+    async def events(self, *, sink: Callable[[str, JobRecord], bool] | None = None,
+                     ) -> AsyncIterator[tuple[str, JobRecord]]:
+        """The user's events (EventHub.listen, `sink` included), counted as one
+        active subscription while they flow. However this ends (the client
+        stops, the socket goes, the hub fails), the listener is gone after."""
+        SUBSCRIPTIONS.inc()
+        try:
+            async with aclosing(self.hub.listen(self.user_id, self.after, sink=sink)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            SUBSCRIPTIONS.dec()
+
+
+async def subscribe(context, after: str | None) -> ProcessedSubscription:
+    """The caller's subscription (context: graph.context.Context), or the error
+    the client is to get: UNAUTHENTICATED without a valid token,
+    BAD_USER_INPUT for a cursor that is malformed or no longer retained; a
+    store that fails raises its own error. `after` unset or "": from now."""
+    user_id = await context.user_id()
+    after = after or None
+    hub = context.services.hub
+    if after is not None:
+        await hub.check_cursor(user_id, after)
+    return ProcessedSubscription(hub, user_id, after)
