@@ -25,11 +25,11 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from graphql import GraphQLSchema, specified_rules
+from graphql import GraphQLSchema
 from starlette.websockets import WebSocket
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
+from strawberry.extensions import MaxTokensLimiter, SchemaExtension
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -37,6 +37,8 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+
+E = TypeVar("E", bound=SchemaExtension)
 
 # ---- strawberry: the schema ----
 
@@ -56,17 +58,13 @@ def _extension_instances(schema) -> list[SchemaExtension]:
     return [ext if isinstance(ext, SchemaExtension) else ext() for ext in schema.extensions]
 
 
-def validation_rules(schema) -> tuple:
-    """graphql-core's rules plus those the schema's extensions add (the query
-    limits), so the shared path refuses what strawberry's would.
-
-    Relies on `AddValidationRules.validation_rules`, its constructor argument
-    (undocumented)."""
-    extra = []
+def extension_of(schema, cls: type[E]) -> E | None:
+    """An instance of the schema's extension `cls` (ours, e.g. the document limits),
+    so the shared path checks a document exactly as strawberry's path would."""
     for ext in _extension_instances(schema):
-        if isinstance(ext, AddValidationRules):
-            extra += ext.validation_rules
-    return tuple(specified_rules) + tuple(extra)
+        if isinstance(ext, cls):
+            return ext
+    return None
 
 
 def max_tokens(schema) -> int | None:

@@ -167,3 +167,17 @@ def test_a_hub_failing_mid_stream_ends_the_subscription_with_an_error(
             data, codes = ws_operation_end(ws, str(i))
             assert data[0]["processed"]["job"] == {"id": "j1", "processedData": "y"}
             assert codes == ["INTERNAL_SERVER_ERROR"]
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+def test_a_processed_document_over_the_limits_is_refused_on_the_shared_path_too(
+        api, app_client, protocol):
+    """The shared path checks documents as strawberry's does: the limits' one pass
+    first, so a wide `processed` selection is QUERY_TOO_COMPLEX, never validated."""
+    user = api.as_user()
+    wide = "subscription { processed { job { " + " ".join(["id"] * 2500) + " } } }"
+    start = "subscribe" if protocol == "graphql-transport-ws" else "start"
+    with app_client.websocket_connect("/graphql", subprotocols=[protocol]) as ws:
+        connect(ws, user.token)
+        ws.send_json({"id": "wide", "type": start, "payload": {"query": wide}})
+        assert ws_operation_end(ws, "wide")[1] == ["QUERY_TOO_COMPLEX"]

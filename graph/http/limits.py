@@ -263,6 +263,12 @@ class BoundedOverlappingFields(OverlappingFieldsCanBeMergedRule):
         self.rule_context.remaining_complexity_budget = OVERLAP_BUDGET
 
 
+def bounded(rules) -> tuple:
+    """The rules, with the overlapping-fields rule held to OVERLAP_BUDGET."""
+    return tuple(BoundedOverlappingFields if rule is OverlappingFieldsCanBeMergedRule else rule
+                 for rule in rules)
+
+
 def too_complex(message: str, node=None) -> GraphQLError:
     return GraphQLError(f"Query too complex: {message}.", node,
                         extensions={"code": "QUERY_TOO_COMPLEX"})
@@ -314,9 +320,7 @@ class DocumentLimits(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
-        context.validation_rules = tuple(
-            BoundedOverlappingFields if rule is OverlappingFieldsCanBeMergedRule else rule
-            for rule in context.validation_rules)
+        context.validation_rules = bounded(context.validation_rules)
         yield
 
     async def on_parse(self) -> AsyncIterator[None]:

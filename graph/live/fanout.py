@@ -42,15 +42,16 @@ from graphql import (
     Visitor,
     execute,
     parse,
-    validate,
+    specified_rules,
     visit,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
 from graphql.language import FieldNode
 from starlette.websockets import WebSocket, WebSocketState
 
-from ..adapters import SendEvents, graphql_schema, max_tokens, validation_rules
+from ..adapters import SendEvents, extension_of, graphql_schema, max_tokens
 from ..errors import fix
+from ..http.limits import DocumentLimits, bounded
 from ..http.metrics import OPERATIONS
 from ..types import Job, ProcessedEvent
 from .render import NotPlain, compile_selection, is_plain
@@ -118,8 +119,11 @@ def _checked(strawberry_schema, query: str, operation_name: str | None):
     except Exception:
         return None
     schema = graphql_schema(strawberry_schema)
-    if validate(schema, document, validation_rules(strawberry_schema)):
-        return None
+    # the same checks as strawberry's path: the limits' one pass first (a document over
+    # a limit is never validated), then graphql-core's rules, overlap bounded
+    limits = extension_of(strawberry_schema, DocumentLimits)
+    if limits is None or limits.validate(document, schema, None, bounded(specified_rules))[0]:
+        return None  # strawberry's path answers it, with the error
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if operation_name is not None:
         operations = [o for o in operations if o.name and o.name.value == operation_name]
