@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from engine.settings import Settings
 
-from .http import graphiql, health
+from .http import admin, graphiql, health
 from .http.middleware import SizeLimits
 from .http.requestid import RequestId
 from .schema import build_schema
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),
             graphiql.asset_route(),
+            *admin.routes(settings),  # the operators' dashboard at /admin
         ],
         lifespan=lifespan,
         middleware=[
