@@ -314,6 +314,7 @@ class Chart {
   }
 
   update(data) {
+    this.el.dataset.points = data[0].length; // how many points it plots, for a glance in tests
     if (!uPlot) return;
     if (this.plot) return this.plot.setData(data);
     this.plot = new uPlot({ ...this.size(), ...chartOptions(this.series) }, data, this.el);
