@@ -122,22 +122,32 @@ def _local_page(html: str, root: str) -> tuple[str, tuple[Asset, ...]]:
 # shows the person's own last document, which it keeps in localStorage): the
 # operations a newcomer needs, each runnable from the Run button's menu.
 DOCUMENT_HEADER = """\
-# userqueue: a queue of requests per user. To run an operation, put the cursor in it
-# and press Ctrl+Enter (or pick it from the Run button's menu).
-# Register and Login need no token. For the others, put the token Login answers in
-# the Headers tab below (subscriptions send it too): {"Authorization": "Bearer <token>"}"""
+# userqueue: a queue of requests per user.
+# To run an operation, put the cursor in it and
+# press Ctrl+Enter, or pick it from the Run menu.
+#
+# Register and Login need no token. For the rest,
+# put the token that Login answers in the Headers
+# tab below (subscriptions send it too):
+#   {"Authorization": "Bearer <token>"}"""
 
 DEFAULT_OPERATIONS = (
     """\
 mutation Register {
-  register(username: "alice", password: "pick a long passphrase") {
+  register(
+    username: "alice"
+    password: "pick a long passphrase"
+  ) {
     id
     username
   }
 }""",
     """\
 mutation Login {
-  login(username: "alice", password: "pick a long passphrase") {
+  login(
+    username: "alice"
+    password: "pick a long passphrase"
+  ) {
     token
     expiresAt
   }
