@@ -223,6 +223,22 @@ const poll = { timer: null, generation: 0, withQueued: true, lastOk: null };
 function stopPolling() {
   clearTimeout(poll.timer);
   poll.generation += 1; // an answer still on its way is dropped
+  forgetData();
+}
+
+// Signed out or denied: nothing of what an admin saw stays in the page.
+function forgetData() {
+  for (const tile of $("tiles").children) tile.querySelector(".tile-value").textContent = "–";
+  for (const id of ["users-body", "failed-list"]) $(id).replaceChildren();
+  for (const id of ["throughput-summary", "queued-summary"]) $(id).textContent = "–";
+  userRows.clear();
+  failedRows.clear();
+  depthSamples.length = 0;
+  throughputChart?.destroy();
+  queuedChart?.destroy();
+  throughputChart = queuedChart = null;
+  poll.lastOk = null;
+  setBanner(null);
 }
 
 async function refresh() {
@@ -306,7 +322,14 @@ class Chart {
     this.el = el;
     this.series = series;
     this.plot = null;
-    new ResizeObserver(() => this.resize()).observe(el);
+    this.observer = new ResizeObserver(() => this.resize());
+    this.observer.observe(el);
+  }
+
+  destroy() {
+    this.observer.disconnect();
+    this.plot?.destroy();
+    delete this.el.dataset.points;
   }
 
   size() {
