@@ -2,6 +2,7 @@
 
     python -m bench.revisions a10a8c6                  # that revision (A) beside this checkout (B)
     python -m bench.revisions a10a8c6 --reps 3 --scale 0.5
+    python -m bench.revisions a10a8c6 324efe6          # two revisions, neither this checkout
 
 Why: a change that reorganises the engine must not slow it. Absolute rates on a
 shared machine mean little; the same scenario run at both revisions side by side,
@@ -67,11 +68,13 @@ def run_once(where: str, url: str, n: int, users: int, concurrency: int) -> floa
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.revisions", description=__doc__.splitlines()[0])
     p.add_argument("old", help="the revision to compare against (A)")
+    p.add_argument("new", nargs="?", help="the revision measured (B); default: this checkout")
     p.add_argument("--reps", type=int, default=3, help="pairs of runs per scenario (default 3)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply job counts (default 1)")
     args = p.parse_args(argv)
 
-    sides = {f"A {args.old}": checkout(args.old), "B this checkout": str(ROOT)}
+    sides = {f"A {args.old}": checkout(args.old),
+             f"B {args.new or 'this checkout'}": checkout(args.new) if args.new else str(ROOT)}
     server = RedisServer()
     url = server.start()
     print(f"Redis at {url}; {args.reps} pairs per scenario, A B A B; jobs/s from first to last start")

@@ -11,9 +11,9 @@ from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 
-from .settings import Settings
 from .accounts import check_admin_settings
-from .http import graphiql, health
+from .http import admin, graphiql, health
+from .settings import Settings
 from .http.middleware import SizeLimits
 from .http.requestid import RequestId
 from .schema import build_schema
@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
             Route("/readyz", health.readyz),
             Route("/metrics", health.metrics),
             graphiql.asset_route(),
+            *admin.routes(settings),  # the operators' dashboard at /admin
         ],
         lifespan=lifespan,
         middleware=[

@@ -15,6 +15,9 @@ before it is used, so the browser gets byte for byte what the CDN would have
 sent, and keeps checking it. When any file is missing or differs, the page is
 left as strawberry wrote it (assets from the CDN), and that is logged once.
 
+The page also opens on this API's own operations (`default_document`)
+instead of strawberry's generic welcome text.
+
 Wiring (two lines each):
 
     # graph/http/view.py
@@ -115,9 +118,106 @@ def _local_page(html: str, root: str) -> tuple[str, tuple[Asset, ...]]:
     return html, tuple(assets)
 
 
-def page(html: str) -> str:
-    """Strawberry's GraphiQL page, its assets served locally when they are installed."""
-    return _local_page(html, str(assets_dir()))[0]
+# What GraphiQL opens on in a browser that has not used it yet (after that it
+# shows the person's own last document, which it keeps in localStorage): the
+# operations a newcomer needs, each runnable from the Run button's menu.
+DOCUMENT_HEADER = """\
+# userqueue: a queue of requests per user.
+# To run an operation, put the cursor in it and
+# press Ctrl+Enter, or pick it from the Run menu.
+#
+# Register and Login need no token. For the rest,
+# put the token that Login answers in the Headers
+# tab below (subscriptions send it too):
+#   {"Authorization": "Bearer <token>"}"""
+
+DEFAULT_OPERATIONS = (
+    """\
+mutation Register {
+  register(
+    username: "alice"
+    password: "pick a long passphrase"
+  ) {
+    id
+    username
+  }
+}""",
+    """\
+mutation Login {
+  login(
+    username: "alice"
+    password: "pick a long passphrase"
+  ) {
+    token
+    expiresAt
+  }
+}""",
+    """\
+mutation Enqueue {
+  enqueue(requestData: "hello") {
+    id
+    status
+    createdAt
+  }
+}""",
+    """\
+subscription Processed {
+  processed {
+    cursor
+    job {
+      id
+      status
+      processedData
+      error
+    }
+  }
+}""",
+    """\
+subscription JobUpdates {
+  jobUpdates(id: "paste the id Enqueue answered") {
+    kind
+    job {
+      id
+      status
+      progress
+      progressMessage
+    }
+  }
+}""",
+)
+
+
+@functools.lru_cache(maxsize=8)
+def default_document(schema=None) -> str:
+    """The header and each default operation that `schema` (strawberry's or
+    graphql-core's) can run, so a newcomer never starts on one that fails;
+    without a schema, all of them."""
+    from graphql import parse, validate
+
+    schema = getattr(schema, "_schema", schema)  # strawberry.Schema wraps graphql-core's
+    operations = [operation for operation in DEFAULT_OPERATIONS
+                  if schema is None or not validate(schema, parse(operation))]
+    return "\n\n".join([DOCUMENT_HEADER, *operations]) + "\n"
+
+
+# strawberry's graphiql.html: const EXAMPLE_QUERY = `# Welcome to GraphiQL ...`;
+_EXAMPLE_QUERY = re.compile(r"const EXAMPLE_QUERY = `.*?`;", re.DOTALL)
+
+
+def with_default_document(html: str, document: str) -> str:
+    """The page with `document` in place of strawberry's generic welcome text."""
+    # a JSON string is a JS string literal; "<" escaped so "</script>" cannot end the script
+    literal = json.dumps(document).replace("<", "\\u003c")
+    html, found = _EXAMPLE_QUERY.subn(lambda _: f"const EXAMPLE_QUERY = {literal};", html, count=1)
+    if not found:
+        log.info("GraphiQL opens on its own welcome text: strawberry's page has no EXAMPLE_QUERY")
+    return html
+
+
+def page(html: str, schema=None) -> str:
+    """Strawberry's GraphiQL page on our default document (for `schema`), its
+    assets served locally when they are installed."""
+    return with_default_document(_local_page(html, str(assets_dir()))[0], default_document(schema))
 
 
 class LocalGraphiQL:
@@ -125,7 +225,7 @@ class LocalGraphiQL:
 
     @property
     def graphql_ide_html(self) -> str:
-        return page(super().graphql_ide_html)
+        return page(super().graphql_ide_html, self.schema)
 
 
 def _servable() -> dict[str, Path]:
