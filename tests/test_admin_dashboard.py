@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from engine.settings import Settings
+from graph.settings import Settings
 from graph.http import admin
 from tests.support import ROOT, Api, ApiProcess, wait_until
 from tests.test_browser import CHROMIUM_FLAGS, chromium_path
