@@ -6,6 +6,7 @@
     userqueue dequeue --wait 10         # the next finished job's result
     userqueue watch                     # live `processed` events, with a progress line
     userqueue stats | job ID | logout
+    userqueue admin users | pause | limits | failed | retry | ...   # operators: client/admin.py
 
 Passwords are read from the terminal (no echo), from the first line of stdin
 with --password-stdin, or from USERQUEUE_PASSWORD; never from the command line,
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, suppress
 
+from . import admin
 from .api import (
     DEFAULT_TOKEN_FILE,
     DEFAULT_URL,
@@ -407,6 +409,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("stats", help="your queue's counts")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_stats)
+
+    admin.add_parser(sub)
     return p
 
 
