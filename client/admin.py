@@ -56,8 +56,9 @@ def call(args, query: str, **variables) -> dict:
         return c.call(query, {k: v for k, v in variables.items() if v is not None})
 
 
-def emit(args, data, text: str) -> None:
-    print(json.dumps(data) if args.json else text)
+def emit(args, data, render) -> None:
+    """`data` as JSON with --json, else as render(data) draws it (not called then)."""
+    print(json.dumps(data) if args.json else render(data))
 
 
 def more(connection: dict) -> None:
@@ -154,21 +155,21 @@ def overview_text(overview: dict) -> str:
 
 def cmd_overview(args) -> int:
     overview = call(args, OVERVIEW)["adminOverview"]
-    emit(args, overview, overview_text(overview))
+    emit(args, overview, overview_text)
     return 0
 
 
 def cmd_users(args) -> int:
     users = call(args, USERS, first=args.first, after=args.after,
                  order=args.order.upper())["adminUsers"]
-    emit(args, users, users_table(users, datetime.now(UTC)))
+    emit(args, users, lambda page: users_table(page, datetime.now(UTC)))
     more(users)
     return 0
 
 
 def _set_limits(args, limits: dict) -> int:
     answer = call(args, SET_LIMITS, username=args.username, limits=limits)["setUserLimits"]
-    emit(args, answer, f"{printable(args.username)}: {limits_text(answer)}")
+    emit(args, answer, lambda limits: f"{printable(args.username)}: {limits_text(limits)}")
     return 0
 
 
@@ -193,7 +194,7 @@ def cmd_failed(args) -> int:
     jobs = call(args, FAILED, username=args.user, first=args.first,
                 after=args.after)["adminJobs"]
     if args.json or jobs["edges"]:
-        emit(args, jobs, failed_table(jobs))
+        emit(args, jobs, failed_table)
     else:
         print("no FAILED jobs" + (f" of {printable(args.user)}" if args.user else ""),
               file=sys.stderr)
@@ -203,8 +204,8 @@ def cmd_failed(args) -> int:
 
 def cmd_retry(args) -> int:
     job = call(args, RETRY, id=args.job_id)["retryJob"]
-    emit(args, job, f"{job['id']} retried, now {job['status']} "
-                    f"(owner {printable(job['owner']['username'])})")
+    emit(args, job, lambda job: f"{job['id']} retried, now {job['status']} "
+                                f"(owner {printable(job['owner']['username'])})")
     return 0
 
 
@@ -214,7 +215,7 @@ def cmd_retry_failed(args) -> int:
     confirm(args, f"Retry every FAILED job {whose}{since}?")
     count = call(args, RETRY_FAILED, username=args.user,
                  finishedAfter=args.finished_after)["retryFailed"]
-    emit(args, count, f"retried {count} FAILED job(s) {whose}")
+    emit(args, count, lambda n: f"retried {n} FAILED job(s) {whose}")
     return 0
 
 
@@ -222,13 +223,13 @@ def cmd_purge(args) -> int:
     who = printable(args.username)
     confirm(args, f"Cancel every QUEUED job of {who}, scheduled ones included?")
     count = call(args, PURGE, username=args.username)["purgeQueue"]
-    emit(args, count, f"cancelled {count} queued job(s) of {who}")
+    emit(args, count, lambda n: f"cancelled {n} queued job(s) of {who}")
     return 0
 
 
 def cmd_role(args) -> int:
     user = call(args, SET_ROLE, username=args.username, role=args.role.upper())["setRole"]
-    emit(args, user, f"{printable(user['username'])} is now {user['role']}")
+    emit(args, user, lambda user: f"{printable(user['username'])} is now {user['role']}")
     return 0
 
 
