@@ -6,6 +6,7 @@
     userqueue dequeue --wait 10         # the next finished job's result
     userqueue watch                     # live `processed` events, with a progress line
     userqueue stats | job ID | logout
+    userqueue admin users | pause | limits | failed | retry | ...   # operators: client/admin.py
 
 Passwords are read from the terminal (no echo), from the first line of stdin
 with --password-stdin, or from USERQUEUE_PASSWORD; never from the command line,
@@ -26,97 +27,27 @@ import getpass
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import closing, suppress
-from pathlib import Path
 
-import httpx
+from . import admin
+from .api import (
+    DEFAULT_TOKEN_FILE,
+    DEFAULT_URL,
+    Client,
+    CliError,
+    client,
+    graphql_error,
+    load_token,
+    save_token,
+    token_path,
+)
 
-DEFAULT_URL = "http://127.0.0.1:8000/graphql"
-DEFAULT_TOKEN_FILE = "~/.config/userqueue/token"
 DEFAULT_BATCH = 500  # items per enqueueMany call; the server allows QUEUE_MAX_BATCH (1000)
 EXIT_ERROR, EXIT_EMPTY = 1, 3
 
 JOB_FIELDS = "id requestData status processedData error attempts createdAt finishedAt"
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: str | None = None):
-        super().__init__(message)
-        self.code = code
-
-
-# ---- the token file ----
-
-def token_path(args) -> Path:
-    return Path(args.token_file or os.environ.get("USERQUEUE_TOKEN_FILE") or DEFAULT_TOKEN_FILE
-                ).expanduser()
-
-
-def save_token(path: Path, token: str) -> None:
-    """Write the token readable by its owner only (0600), atomically."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".token-")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(token + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def load_token(args) -> str:
-    token = os.environ.get("USERQUEUE_TOKEN")
-    if token:
-        return token.strip()
-    path = token_path(args)
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise CliError(f"not logged in (no token in {path}); run: userqueue login "
-                       "USERNAME", "UNAUTHENTICATED") from None
-
-
-# ---- GraphQL over HTTP ----
-
-class Client:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
-        self.url = url
-        self.token = token
-        self.http = httpx.Client(timeout=timeout)
-
-    def call(self, query: str, variables: dict | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        try:
-            response = self.http.post(self.url, json={"query": query, "variables": variables or {}},
-                                      headers=headers)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach {self.url}: {exc}") from None
-        try:
-            body = response.json()
-        except ValueError:
-            raise CliError(f"{self.url} answered HTTP {response.status_code}, not GraphQL") \
-                from None
-        errors = body.get("errors") if isinstance(body, dict) else None
-        if errors:
-            first = errors[0]
-            code = (first.get("extensions") or {}).get("code")
-            raise CliError(first.get("message", "error"), code)
-        if response.status_code >= 400 or not isinstance(body, dict) or "data" not in body:
-            raise CliError(f"{self.url} answered HTTP {response.status_code}")
-        return body["data"]
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def client(args, auth: bool = True) -> Client:
-    return Client(args.url, load_token(args) if auth else None)
 
 
 # ---- commands ----
@@ -373,7 +304,7 @@ def cmd_watch(args) -> int:
                         elif kind == "next":
                             payload = message.get("payload") or {}
                             if payload.get("errors"):
-                                raise _graphql_error(payload["errors"])
+                                raise graphql_error(payload["errors"])
                             event = payload["data"]["processed"]
                             after = event["cursor"]
                             seen += 1
@@ -382,7 +313,7 @@ def cmd_watch(args) -> int:
                             if args.count and seen >= args.count:
                                 return 0
                         elif kind == "error":
-                            raise _graphql_error(message.get("payload") or [])
+                            raise graphql_error(message.get("payload") or [])
                         elif kind == "complete":
                             return 0
             except ConnectionClosed as exc:
@@ -409,11 +340,6 @@ def cmd_watch(args) -> int:
             print(f"last cursor: {after} (resume with: watch --after {after})", file=sys.stderr)
         if stats:
             stats.close()
-
-
-def _graphql_error(errors) -> CliError:
-    first = errors[0] if isinstance(errors, list) and errors else {"message": str(errors)}
-    return CliError(first.get("message", "error"), (first.get("extensions") or {}).get("code"))
 
 
 # ---- arguments ----
@@ -483,6 +409,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("stats", help="your queue's counts")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_stats)
+
+    admin.add_parser(sub)
     return p
 
 
