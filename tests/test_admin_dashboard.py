@@ -20,7 +20,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
-import httpx
 import pytest
 
 from graph.settings import Settings
