@@ -3,6 +3,12 @@
 #   docker run IMAGE python -m workers    -> one worker
 # docker-compose.yml runs both with MongoDB and Redis.
 
+# ---- the dashboard's chart library, from its lockfile (no CDN at run time) ----
+FROM node:20-slim AS assets
+WORKDIR /assets
+COPY graph/http/admin-assets/package.json graph/http/admin-assets/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 # ---- build: wheels for the project and every dependency (compilers stay here) ----
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -16,6 +22,7 @@ COPY engine ./engine
 COPY graph ./graph
 COPY workers ./workers
 COPY client ./client
+COPY --from=assets /assets/node_modules/uplot/dist graph/http/admin-assets/node_modules/uplot/dist
 RUN pip wheel --wheel-dir /wheels .
 
 # ---- runtime ----
