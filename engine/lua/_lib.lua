@@ -269,14 +269,17 @@ local function claim(n, owner, lease_ms, t)
     if jid then
       local jk = keys.job(jid)
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-      local token = owner .. ':' .. attempts
+      local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
+      -- a redriven job (retry.lua) counts attempts from 0 again: its round
+      -- keeps a lease of an earlier run from matching this one
+      local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
       redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
       redis.call('HINCRBY', jk, 'v', 1)
       redis.call('SET', keys.state(uid), 'a')
       redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
       count_queued(uid, -1, t)
       count_running(1)
-      out[#out + 1] = {uid, jid, redis.call('HGET', jk, 'data'), attempts, token}
+      out[#out + 1] = {uid, jid, data, attempts, token}
     else
       redis.call('DEL', keys.state(uid))
     end

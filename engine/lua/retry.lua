@@ -27,6 +27,7 @@ else
   redis.call('LREM', keys.ready(uid), 1, jid)  -- a FAILED one not yet dequeued
 end
 redis.call('HSET', jk, 'status', 'QUEUED', 'attempts', 0)
+redis.call('HINCRBY', jk, 'round', 1)  -- fences the leases of earlier runs (see claim)
 touch(uid, jid)
 redis.call('RPUSH', keys.pending(uid), jid)
 count_queued(uid, 1, t)
