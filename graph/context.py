@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 
 from .http import requestid
 from .auth import bearer, token_from_connection_params
+from .admin import AdminService
 from .jobs import JobService
 from .services import Services
 
@@ -27,6 +28,11 @@ class Context:
     def jobs(self) -> JobService:
         s = self.services
         return JobService(s.queue, s.hub, s.archiver, s.settings)
+
+    @cached_property
+    def admin(self) -> AdminService:
+        s = self.services
+        return AdminService(s.queue, s.archiver, s.settings)
 
     @property
     def client_address(self) -> str:

@@ -26,7 +26,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 log = logging.getLogger("graph.errors")
 
 CODES = frozenset({
-    "UNAUTHENTICATED", "BAD_USER_INPUT", "CONFLICT", "NOT_FOUND", "RATE_LIMITED",
+    "UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", "CONFLICT", "NOT_FOUND", "RATE_LIMITED",
     "QUEUE_FULL", "QUERY_TOO_COMPLEX", "GRAPHQL_PARSE_FAILED",
     "GRAPHQL_VALIDATION_FAILED", "INTERNAL_SERVER_ERROR",
 })
@@ -50,6 +50,10 @@ class ApiError(Exception):
 
 class Unauthenticated(ApiError):
     code = "UNAUTHENTICATED"
+
+
+class Forbidden(ApiError):
+    code = "FORBIDDEN"
 
 
 class BadUserInput(ApiError):

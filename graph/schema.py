@@ -24,6 +24,7 @@ from .types import (
     QueueStats,
     User,
 )
+from .admin_schema import AdminMutation, AdminQuery
 from .jobs import encode_cursor
 from .http.limits import schema_extensions
 
@@ -31,7 +32,7 @@ CtxInfo = Info[Context, None]
 
 
 @strawberry.type
-class Query:
+class Query(AdminQuery):
     @strawberry.field
     async def me(self, info: CtxInfo) -> User:
         ctx = info.context
@@ -67,7 +68,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(AdminMutation):
     @strawberry.mutation
     async def register(self, info: CtxInfo, username: str, password: str) -> User:
         ctx = info.context

@@ -55,6 +55,10 @@ class JobDocument(Document):
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
     version: int = 0  # the Redis record's version; older snapshots never overwrite newer
+    # one entry per operator's retry (retryJob, retryFailed): the run it replaced,
+    # {status, attempts, error, startedAt, finishedAt, retriedAt, by}. Written by
+    # graph/admin.py with $push; the archiver's $set never touches it.
+    retries: list[dict] = []
 
     class Settings:
         name = "jobs"
@@ -62,6 +66,8 @@ class JobDocument(Document):
             IndexModel([("user_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)]),
             IndexModel([("user_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING),
                         ("_id", pymongo.DESCENDING)]),
+            # the operators' lists of all users' jobs by status (adminJobs, retryFailed)
+            IndexModel([("status", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)]),
         ]
 
     @classmethod
@@ -129,6 +135,9 @@ def _patch_mongomock() -> None:
         if isinstance(key, (str, ObjectId)):
             doc = self._store[key] if key in self._store else None
             return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+        if isinstance(key, dict) and set(key) == {"$in"}:  # a page of users by id
+            docs = (self._store[k] for k in key["$in"] if k in self._store)
+            return iter([d for d in docs if filter_applies(filter, d)])
         return iter_documents(self, filter)
 
     mongomock.database.Database.list_collection_names = list_collection_names
