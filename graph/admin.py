@@ -29,7 +29,7 @@ from engine.settings import Settings
 from .archiver import Archiver
 from .errors import BadUserInput, Conflict, NotFound
 from .jobs import MAX_PAGE, decode_cursor
-from .store import JobDocument, User
+from .store import JobDocument, User, count_by_user
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,7 @@ class AdminService:
         await self.archiver.flush()  # FAILED jobs that finished a moment ago count
         queues = await self.queue.user_queues(uids)
         limits = await self.queue.limits_of(uids)
-        failed = {row["_id"]: row["n"] for row in await JobDocument.find(
-            In(JobDocument.user_id, uids), JobDocument.status == JobStatus.FAILED
-        ).aggregate([{"$group": {"_id": "$user_id", "n": {"$sum": 1}}}]).to_list()}
+        failed = await count_by_user(uids, JobStatus.FAILED)
         return [UserRow(user=u, queue=queues[uid], failed=failed.get(uid, 0),
                         limits=self._with_defaults(limits[uid]))
                 for u, uid in zip(users, uids)]

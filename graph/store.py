@@ -8,6 +8,7 @@ bridges them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import fields
 from datetime import datetime
@@ -104,6 +105,19 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
         others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
         if others:
             raise
+
+
+async def count_by_user(uids: list[str], status: JobStatus) -> dict[str, int]:
+    """How many jobs of each user have this status: one aggregate over the
+    (user_id, status) index. (pymongo's async aggregate is awaited for its
+    cursor, mongomock-motor's is not: the one place that tells them apart.)"""
+    cursor = JobDocument.get_pymongo_collection().aggregate([
+        {"$match": {"user_id": {"$in": uids}, "status": status.value}},
+        {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
+    ])
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    return {row["_id"]: row["n"] for row in await cursor.to_list(None)}
 
 
 def _patch_mongomock() -> None:
