@@ -27,9 +27,14 @@ LAYOUT = {
     "signal": "{base}:signal",  # list: wake-up tokens for blocked workers
     "shard_events": "{base}:events",  # stream: every finished job, for the API's fan-out
     "archive": "{base}:archive",  # list: `uid:jid` of changes MongoDB has not stored yet
+    "counts": "{base}:counts",  # hash: queued, processing: the shard's jobs, kept by the scripts
+    "backlog": "{base}:backlog",  # zset: users with QUEUED jobs, scored by how many
+    "paused": "{base}:paused",  # set: paused users with work waiting (state p)
+    "throughput": "{base}:tp:{bucket}",  # hash: one 10 s bucket's e, c, f, q0, q (expires)
     # a user, in their shard
     "pending": "{base}:u:{uid}:pending",  # list: waiting job ids, oldest first
-    "state": "{base}:u:{uid}:state",  # string: r rotation, d delayed, a running; absent: idle
+    "state": "{base}:u:{uid}:state",  # string: r rotation, d delayed, a running, p paused; absent: idle
+    "limits": "{base}:u:{uid}:limits",  # hash: concurrency, weight, spm, paused (1/0)
     "ready": "{base}:u:{uid}:ready",  # list: finished jobs not yet dequeued
     "user_events": "{base}:u:{uid}:events",  # stream: the user's events, for replay
     "idempotency": "{base}:u:{uid}:idem:{idem}",  # string: idempotency key -> job id
@@ -94,6 +99,22 @@ class Keys:
     def archive(base: str) -> str:
         return _key("archive", base=base)
 
+    @staticmethod
+    def counts(base: str) -> str:
+        return _key("counts", base=base)
+
+    @staticmethod
+    def backlog(base: str) -> str:
+        return _key("backlog", base=base)
+
+    @staticmethod
+    def paused(base: str) -> str:
+        return _key("paused", base=base)
+
+    @staticmethod
+    def throughput(base: str, bucket: int) -> str:
+        return _key("throughput", base=base, bucket=bucket)
+
     # ---- a user ----
 
     @staticmethod
@@ -103,6 +124,10 @@ class Keys:
     @staticmethod
     def state(base: str, uid: str) -> str:
         return _key("state", base=base, uid=uid)
+
+    @staticmethod
+    def limits(base: str, uid: str) -> str:
+        return _key("limits", base=base, uid=uid)
 
     @staticmethod
     def ready(base: str, uid: str) -> str:

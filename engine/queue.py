@@ -18,10 +18,14 @@ from . import scripts
 from .connection import out_of_memory  # noqa: F401 (callers find it beside the queue)
 from .jobs import Claimed, JobRecord
 from .keys import Keys
-from .replies import Batch, Enqueued, NotQueued, QueueFull, decode  # noqa: F401 (callers' too)
+from .replies import (  # noqa: F401 (callers' too)
+    Batch, Enqueued, Limits, NotFinished, NotQueued, QueueFull, Retried, decode)
+from .scripts import CONSTANTS
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 RATE_WINDOW_SECONDS = 120  # a minute's enqueue counter outlives its minute
+PURGE_BATCH = 1000  # jobs one purge script cancels; purge() calls until none is left
+BUCKET_SECONDS = CONSTANTS["BUCKET_MS"] // 1000  # the throughput history's resolution
 
 
 @dataclass(slots=True)
@@ -43,6 +47,37 @@ class Shape:
     @property
     def users_waiting(self) -> int:
         return self.in_rotation + self.delayed
+
+
+@dataclass(slots=True)
+class Totals:
+    """The deployment's live counts, from the shards' counters (no key is scanned)."""
+
+    queued: int  # QUEUED jobs, those waiting for a retry included
+    processing: int
+    scheduled: int  # QUEUED jobs waiting for a due time (today: a retry's back-off)
+    users_waiting: int  # users with QUEUED jobs, less those whose next start waits for a time
+
+
+@dataclass(slots=True)
+class UserQueue:
+    """One user's live queue, for the operators' table."""
+
+    queued: int
+    processing: int
+    scheduled: int
+    oldest_queued_ms: int | None  # created time of the user's oldest QUEUED job
+
+
+@dataclass(slots=True)
+class Point:
+    """One 10 s bucket of the throughput history; `at` (unix s) starts it."""
+
+    at: int
+    enqueued: int = 0
+    completed: int = 0
+    failed: int = 0
+    queued: int = 0  # QUEUED jobs at the bucket's end
 
 
 @dataclass(slots=True)
@@ -332,3 +367,127 @@ class Queue:
 
     async def clear_count(self, key: str) -> None:
         await self.redis.delete(key)
+
+    # ---- operators (the admin API; CONTRACT §9) ----
+
+    async def set_limits(self, uid: str, concurrency: int | None = None,
+                         weight: int | None = None, starts_per_minute: int | None = None,
+                         paused: bool | None = None) -> Limits:
+        """Store the given limits (None: leave as is); the user's limits as stored.
+
+        Only `paused` is honoured yet (limits.lua): the scheduler of issue 14
+        will read concurrency, weight and startsPerMinute from the same hash."""
+        args: list = [uid]
+        for field, value in (("concurrency", concurrency), ("weight", weight),
+                             ("spm", starts_per_minute), ("paused", paused)):
+            if value is not None:
+                args += [field, int(value)]
+        return await self._call("limits", self.keys.user_base(uid), *args)
+
+    async def limits_of(self, uids: list[str]) -> dict[str, Limits]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid in uids:
+                pipe.hmget(Keys.limits(self.keys.user_base(uid), uid),
+                           "concurrency", "weight", "spm", "paused")
+            rows = await pipe.execute()
+        return {uid: decode("limits", ["ok", *row]) for uid, row in zip(uids, rows)}
+
+    async def retry(self, uid: str, jid: str, history: JobRecord | None = None
+                    ) -> Retried | None:
+        """Put a FAILED or CANCELLED job back at the back of its user's queue
+        (NotFinished otherwise). `history`, the job's MongoDB record, re-creates
+        a job Redis has forgotten; None: no such job of the user's."""
+        args: list = [uid, jid]
+        if history is not None:
+            args += [history.request_data, int(history.created_at.timestamp() * 1000),
+                     history.version, history.status.value]
+        return await self._call("retry", self.keys.user_base(uid), *args)
+
+    async def purge(self, uid: str, batch: int = PURGE_BATCH) -> int:
+        """Cancel every QUEUED job of the user, a batch per script call; how many."""
+        total, left = 0, 1
+        while left:
+            cancelled, left = await self._call("purge", self.keys.user_base(uid), uid, batch)
+            total += cancelled
+        return total
+
+    async def recount(self, base: str) -> int:
+        """Recount the shard's counters and backlog set from its lists and leases;
+        how many values were wrong (and are now corrected)."""
+        return await self._call("recount", base)
+
+    async def totals(self) -> Totals:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for base in self.keys.all_bases():
+                pipe.hmget(Keys.counts(base), "queued", "processing")
+                pipe.zcard(Keys.delayed(base))
+                pipe.zcard(Keys.backlog(base))
+                pipe.scard(Keys.paused(base))
+            rows = await pipe.execute()
+        queued = processing = scheduled = waiting = 0
+        for (q, p), delayed, backlog, paused in zip(*[iter(rows)] * 4):
+            queued += int(q or 0)
+            processing += int(p or 0)
+            scheduled += delayed
+            waiting += max(0, backlog - delayed - paused)
+        return Totals(queued, processing, scheduled, waiting)
+
+    async def backlog(self) -> list[tuple[str, int]]:
+        """Every user with QUEUED jobs and how many, most first (ties by user id),
+        merged from the shards' backlog sets."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for base in self.keys.all_bases():
+                pipe.zrange(Keys.backlog(base), 0, -1, withscores=True)
+            rows = await pipe.execute()
+        users = [(uid, int(score)) for row in rows for uid, score in row]
+        users.sort(key=lambda u: (-u[1], u[0]))
+        return users
+
+    async def user_queues(self, uids: list[str]) -> dict[str, UserQueue]:
+        """Each user's live queue: two round trips for the whole page."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid in uids:
+                base = self.keys.user_base(uid)
+                pipe.llen(Keys.pending(base, uid))
+                pipe.get(Keys.state(base, uid))
+                pipe.lindex(Keys.pending(base, uid), 0)
+            rows = await pipe.execute()
+        heads = list(zip(uids, rows[0::3], rows[1::3], rows[2::3]))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid, _, _, head in heads:
+                if head:
+                    pipe.hget(Keys.job(self.keys.user_base(uid), head), "created")
+            created = iter(await pipe.execute())
+        return {uid: UserQueue(queued=n, processing=1 if state == "a" else 0,
+                               scheduled=1 if state == "d" else 0,
+                               oldest_queued_ms=int(next(created) or 0) or None if head else None)
+                for uid, n, state, head in heads}
+
+    async def throughput(self, minutes: int) -> list[Point]:
+        """The last `minutes` of 10 s buckets over all shards, oldest first, the
+        current (partial) bucket last. A bucket without changes on a shard
+        carries that shard's queued depth on from the one before."""
+        seconds, _ = await self.redis.time()
+        last = seconds // BUCKET_SECONDS
+        buckets = list(range(last - minutes * 60 // BUCKET_SECONDS + 1, last + 1))
+        bases = self.keys.all_bases()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for base in bases:
+                pipe.hget(Keys.counts(base), "queued")
+                for b in buckets:
+                    pipe.hmget(Keys.throughput(base, b), "e", "c", "f", "q0", "q")
+            rows = await pipe.execute()
+        points = [Point(at=b * BUCKET_SECONDS) for b in buckets]
+        per_shard = len(buckets) + 1
+        for s in range(len(bases)):
+            now_queued, *shard = rows[s * per_shard:(s + 1) * per_shard]
+            # before the window's first change the depth is that change's q0;
+            # with no change in the window, it is what the shard holds now
+            depth = next((int(r[3]) for r in shard if r[3] is not None), int(now_queued or 0))
+            for point, (e, c, f, _, q) in zip(points, shard):
+                point.enqueued += int(e or 0)
+                point.completed += int(c or 0)
+                point.failed += int(f or 0)
+                depth = int(q) if q is not None else depth
+                point.queued += depth
+        return points

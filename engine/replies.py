@@ -33,6 +33,14 @@ class NotQueued(Exception):
         self.status = status
 
 
+class NotFinished(Exception):
+    """Only a FAILED or CANCELLED job can be retried."""
+
+    def __init__(self, status: str):
+        super().__init__(f"job is {status}")
+        self.status = status
+
+
 class UnknownReply(Exception):
     """A script answered a status engine/replies.py does not know."""
 
@@ -75,6 +83,34 @@ def _none() -> None:
     return None
 
 
+@dataclass(slots=True)
+class Limits:
+    """A user's limits as stored (None: never set, the default applies)."""
+
+    concurrency: int | None
+    weight: int | None
+    starts_per_minute: int | None
+    paused: bool
+
+
+def _limits(concurrency, weight, spm, paused) -> Limits:
+    def number(v):
+        return None if v is None else int(v)
+    return Limits(number(concurrency), number(weight), number(spm), paused == "1")
+
+
+@dataclass(slots=True)
+class Retried:
+    """A redriven job: as it was (None when re-created from MongoDB) and as it is now."""
+
+    before: JobRecord | None
+    job: JobRecord
+
+
+def _retried(before: str, after: str) -> Retried:
+    return Retried(JobRecord.from_json(before) if before else None, JobRecord.from_json(after))
+
+
 # script -> status -> an exception to raise, or what the Queue method returns
 REPLIES: dict[str, dict[str, Callable]] = {
     "enqueue": {"ok": _enqueued, "full": QueueFull},
@@ -88,6 +124,10 @@ REPLIES: dict[str, dict[str, Callable]] = {
     "dequeue": {"ok": JobRecord.from_json, "empty": _none},
     "archived": {"ok": _none},
     "count": {"ok": int},
+    "limits": {"ok": _limits},
+    "retry": {"ok": _retried, "missing": _none, "conflict": NotFinished},
+    "purge": {"ok": lambda cancelled, left: (int(cancelled), int(left))},
+    "recount": {"ok": int},
 }
 
 

@@ -20,7 +20,7 @@ from .keys import lua_keys
 LUA_DIR = Path(__file__).parent / "lua"
 LIBRARY = "_lib.lua"
 NAMES = ("enqueue", "claim", "finish", "heartbeat", "reclaim", "release", "cancel",
-         "dequeue", "archived", "count")
+         "dequeue", "archived", "count", "limits", "retry", "purge", "recount")
 
 # Numbers the scripts use that no setting changes, written in front of every
 # script as `local NAME = value` (settings travel as arguments instead).
@@ -32,6 +32,10 @@ CONSTANTS = {
     "PROMOTE_BATCH": 100,
     # expired leases one reclaim handles; a worker's maintenance calls every few seconds
     "RECLAIM_BATCH": 100,
+    # the throughput history's bucket (adminThroughput: one point per 10 s)...
+    "BUCKET_MS": 10_000,
+    # ...and how long a shard keeps one: an hour of history and some to spare
+    "THROUGHPUT_KEEP_SECONDS": 3900,
 }
 
 _HELPER = re.compile(r"^--@helper\s+(\w+)[ \t]*$", re.MULTILINE)

@@ -66,6 +66,11 @@ class QueueSettings(BaseSettings):
     # workers: where sync handlers run (workers/runners.py); `process` can kill a hung one
     queue_isolation: Literal["thread", "process"] = "thread"
 
+    # operators (CONTRACT §9): per-user limits' defaults, the counters' self-healing
+    queue_user_concurrency: int = Field(1, ge=1, le=100)  # a user's default concurrency
+    # how often each worker recounts the shards' counters and backlog sets (recount.lua)
+    queue_recount_seconds: float = Field(60, gt=0)
+
     @model_validator(mode="after")
     def _cluster_url(self) -> "QueueSettings":
         if self.redis_cluster:

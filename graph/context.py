@@ -12,6 +12,7 @@ from strawberry.dataloader import DataLoader
 
 from .http import requestid
 from .auth import bearer, token_from_connection_params
+from .admin import AdminService
 from .jobs import JobService
 from .services import Services
 from .store import User
@@ -36,6 +37,11 @@ class Context:
         Nothing is kept between batches, since a WebSocket's context lasts as long as
         its connection and a user's role can change meanwhile."""
         return DataLoader(load_fn=self.services.accounts.get_many, cache=False)
+
+    @cached_property
+    def admin(self) -> AdminService:
+        s = self.services
+        return AdminService(s.queue, s.archiver, s.settings)
 
     @property
     def client_address(self) -> str:

@@ -28,6 +28,7 @@ from .types import (
     Role,
     User,
 )
+from .admin_schema import AdminMutation, AdminQuery
 from .jobs import encode_cursor
 from .http.limits import schema_extensions
 
@@ -35,7 +36,7 @@ CtxInfo = Info[Context, None]
 
 
 @strawberry.type
-class Query:
+class Query(AdminQuery):
     @strawberry.field
     async def me(self, info: CtxInfo) -> User:
         ctx = info.context
@@ -71,7 +72,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(AdminMutation):
     @strawberry.mutation
     async def register(self, info: CtxInfo, username: str, password: str) -> User:
         ctx = info.context

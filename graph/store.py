@@ -8,6 +8,7 @@ bridges them.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import fields
 from datetime import datetime
@@ -67,6 +68,10 @@ class JobDocument(Document):
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
     version: int = 0  # the Redis record's version; older snapshots never overwrite newer
+    # one entry per operator's retry (retryJob, retryFailed): the run it replaced,
+    # {status, attempts, error, startedAt, finishedAt, retriedAt, by}. Written by
+    # graph/admin.py with $push; the archiver's $set never touches it.
+    retries: list[dict] = []
 
     class Settings:
         name = "jobs"
@@ -74,6 +79,8 @@ class JobDocument(Document):
             IndexModel([("user_id", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)]),
             IndexModel([("user_id", pymongo.ASCENDING), ("status", pymongo.ASCENDING),
                         ("_id", pymongo.DESCENDING)]),
+            # the operators' lists of all users' jobs by status (adminJobs, retryFailed)
+            IndexModel([("status", pymongo.ASCENDING), ("_id", pymongo.DESCENDING)]),
         ]
 
     @classmethod
@@ -112,6 +119,19 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
             raise
 
 
+async def count_by_user(uids: list[str], status: JobStatus) -> dict[str, int]:
+    """How many jobs of each user have this status: one aggregate over the
+    (user_id, status) index. (pymongo's async aggregate is awaited for its
+    cursor, mongomock-motor's is not: the one place that tells them apart.)"""
+    cursor = JobDocument.get_pymongo_collection().aggregate([
+        {"$match": {"user_id": {"$in": uids}, "status": status.value}},
+        {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
+    ])
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    return {row["_id"]: row["n"] for row in await cursor.to_list(None)}
+
+
 def _patch_mongomock() -> None:
     """mongomock lags the pymongo that Beanie 2 needs: Beanie calls
     list_collection_names(authorizedCollections=..., nameOnly=...), and pymongo's
@@ -141,6 +161,9 @@ def _patch_mongomock() -> None:
         if isinstance(key, (str, ObjectId)):
             doc = self._store[key] if key in self._store else None
             return iter([doc] if doc is not None and filter_applies(filter, doc) else [])
+        if isinstance(key, dict) and set(key) == {"$in"}:  # a page of users by id
+            docs = (self._store[k] for k in key["$in"] if k in self._store)
+            return iter([d for d in docs if filter_applies(filter, d)])
         return iter_documents(self, filter)
 
     mongomock.database.Database.list_collection_names = list_collection_names

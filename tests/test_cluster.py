@@ -109,6 +109,23 @@ async def test_every_script_and_pipeline_works_on_a_cluster(cluster, cluster_set
             assert (await queue.dequeue(uid)).id == "a" + uid
             assert await queue.reclaim(base) == 0
             assert (await queue.events_after(uid, "0-0"))[0][1].id == "a" + uid
+            # the operators' scripts
+            assert (await queue.set_limits(uid, paused=True, weight=2)).paused
+            assert (await queue.retry(uid, "c" + uid)).job.status.value == "QUEUED"
+            assert (await queue.limits_of([uid]))[uid].weight == 2
+        # the operators' figures, summed over the shards of every master
+        totals = await queue.totals()
+        assert (totals.queued, totals.processing) == (2 * SHARDS, 0)
+        assert await queue.backlog() == sorted((uid, 2) for uid in users.values())
+        assert sum(p.enqueued for p in await queue.throughput(15)) == 4 * SHARDS
+        assert (await queue.throughput(1))[-1].queued == 2 * SHARDS
+        assert sorted((await queue.user_queues(list(users.values()))).values(),
+                      key=lambda q: q.queued)[0].queued == 2
+        for base in keys.all_bases():
+            assert await queue.recount(base) == 0
+        for uid in users.values():
+            assert await queue.purge(uid) == 2
+        assert (await queue.totals()).queued == 0
         # every key the scripts made lives in its shard's slot
         for base in keys.all_bases():
             slot = redis.keyslot(base)

@@ -3,9 +3,10 @@
 Each test drives the Lua scripts through the Queue methods a worker and the
 API call, under a key prefix of its own. The state machine at the end throws
 random sequences of those calls at the queue and checks, after every step,
-that Redis agrees with a small model of it and that each user is in exactly
-one place: idle, in the rotation, delayed for a retry, or running
-(docs/architecture.md).
+that Redis agrees with a small model of it, that each user is in exactly
+one place: idle, in the rotation, delayed for a retry, paused, or running
+(docs/architecture.md), and that the shard's counters and backlog set say
+what the lists and leases hold.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from hypothesis.stateful import (
 from engine import connection
 from engine.jobs import Claimed, JobRecord, JobStatus
 from engine.keys import Keys
-from engine.queue import NotQueued, Queue, QueueFull
+from engine.queue import NotFinished, NotQueued, Queue, QueueFull
 from tests.support import wait_until, wait_until_async
 
 OWNER = "test-worker"
@@ -357,7 +358,7 @@ MAX_ATTEMPTS = 2  # low, so that runs reach FAILED often
 # next claim, so a claim promotes it for sure), long (never due during a run).
 BACK_OFFS = {"none": 0, "short": 0.001, "long": 600}
 SOON_MS = 60_000  # a retry due sooner than this is a short one
-PLACE_MARKS = {"idle": None, "rotation": "r", "delayed": "d", "running": "a"}  # `…:u:<uid>:state`
+PLACE_MARKS = {"idle": None, "rotation": "r", "delayed": "d", "running": "a", "paused": "p"}  # `…:u:<uid>:state`
 MACHINE_SETTINGS = hypothesis.settings(max_examples=50, stateful_step_count=30, deadline=None,
                                        database=None)
 
@@ -383,12 +384,17 @@ class Model:
         self.terminal: dict[str, JobStatus] = {}
         self.idempotency: dict[tuple[str, str], str] = {}
         self.leases: list[Claimed] = []  # every lease handed out, the lost ones too
+        self.rounds: Counter = Counter()  # job id -> times an operator retried it
+        self.paused: set[str] = set()  # users an operator paused
+        self.parked: set[str] = set()  # paused users with work waiting: the paused place
 
     def place(self, uid: str) -> str:
         if uid in self.running:
             return "running"
         if uid in self.delayed:
             return "delayed"
+        if uid in self.parked:
+            return "paused"
         return "rotation" if uid in self.rotation else "idle"
 
     def holds(self, lease: Claimed) -> bool:
@@ -401,9 +407,13 @@ class Model:
         return sorted(j for j, status in self.status.items() if status != JobStatus.CANCELLED)
 
     def schedule(self, uid: str) -> None:
-        """A user with nothing running goes to the back of the rotation if work waits."""
+        """A user with nothing running goes to the back of the rotation if work
+        waits; a paused one to the paused place."""
         if self.pending[uid]:
-            self.rotation.append(uid)
+            if uid in self.paused:
+                self.parked.add(uid)
+            else:
+                self.rotation.append(uid)
 
     def enqueue(self, uid: str, items: list[tuple[str, str, str | None]]):
         """[(job id, created)] as enqueue answers; QueueFull, and no change, when over the cap."""
@@ -442,8 +452,10 @@ class Model:
             jid = self.pending[uid].pop(0)
             self.attempts[jid] += 1
             self.status[jid] = JobStatus.PROCESSING
-            lease = Claimed(uid, jid, self.jobs[jid][1], self.attempts[jid],
-                            f"{owner}:{self.attempts[jid]}")
+            token = f"{owner}:{self.attempts[jid]}"
+            if self.rounds[jid]:  # a redriven job's lease is not an earlier run's
+                token += f".{self.rounds[jid]}"
+            lease = Claimed(uid, jid, self.jobs[jid][1], self.attempts[jid], token)
             self.running[uid] = lease
             self.leases.append(lease)
             claimed.append(lease)
@@ -483,7 +495,10 @@ class Model:
         self.attempts[jid] -= 1
         self.status[jid] = JobStatus.QUEUED
         self.pending[uid].insert(0, jid)
-        self.rotation.insert(0, uid)
+        if uid in self.paused:
+            self.parked.add(uid)
+        else:
+            self.rotation.insert(0, uid)
 
     def cancel(self, uid: str, jid: str) -> tuple[str, JobStatus] | None:
         """None for a job not the user's; NotQueued, and no change, unless it waits."""
@@ -497,6 +512,8 @@ class Model:
         self.end(jid, JobStatus.CANCELLED)
         if uid in self.rotation and not pending:
             self.rotation.remove(uid)
+        elif uid in self.parked and not pending:
+            self.parked.remove(uid)
         elif uid in self.delayed and was_head:  # the next job need not wait for that retry
             del self.delayed[uid]
             self.schedule(uid)
@@ -504,6 +521,45 @@ class Model:
 
     def dequeue(self, uid: str) -> str | None:
         return self.ready[uid].pop(0) if self.ready[uid] else None
+
+    def pause(self, uid: str) -> None:
+        """Out of the rotation; a delayed or running user is parked when its turn comes."""
+        self.paused.add(uid)
+        if uid in self.rotation:
+            self.rotation.remove(uid)
+            self.parked.add(uid)
+
+    def resume(self, uid: str) -> None:
+        self.paused.discard(uid)
+        if uid in self.parked:
+            self.parked.remove(uid)
+            self.rotation.append(uid)
+
+    def retry(self, jid: str) -> JobStatus | None:
+        """Redrive: a FAILED or CANCELLED job to the back of its user's queue,
+        attempts 0. The status that refused it, or None when done."""
+        uid = self.jobs[jid][0]
+        if self.status[jid] not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            return self.status[jid]
+        if jid in self.ready[uid]:
+            self.ready[uid].remove(jid)
+        del self.terminal[jid]
+        self.status[jid], self.attempts[jid] = JobStatus.QUEUED, 0
+        self.rounds[jid] += 1
+        self.pending[uid].append(jid)
+        if self.place(uid) == "idle":
+            self.schedule(uid)
+        return None
+
+    def purge(self, uid: str) -> int:
+        jids, self.pending[uid] = self.pending[uid], []
+        for jid in jids:
+            self.end(jid, JobStatus.CANCELLED)
+        if uid in self.rotation:
+            self.rotation.remove(uid)
+        self.delayed.pop(uid, None)
+        self.parked.discard(uid)
+        return len(jids)
 
 
 @dataclass
@@ -518,6 +574,9 @@ class Snapshot:
     ready: dict[str, list[str]]
     jobs: dict[str, JobRecord]
     events: dict[str, list[str]]
+    parked: set[str]
+    counts: dict[str, int]  # the shard's counters: queued, processing
+    backlog: dict[str, int]  # the shard's backlog set
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -613,6 +672,37 @@ class QueueMachine(RuleBasedStateMachine):
         record = self.run(self.queue.cancel(uid, jid))
         assert (record and (record.id, record.status)) == expected
 
+    # ---- an operator's calls ----
+
+    @rule(uid=st.sampled_from(USERS))
+    def pause(self, uid):
+        assert self.run(self.queue.set_limits(uid, paused=True)).paused is True
+        self.model.pause(uid)
+
+    @rule(uid=st.sampled_from(USERS))
+    def resume(self, uid):
+        assert self.run(self.queue.set_limits(uid, paused=False)).paused is False
+        self.model.resume(uid)
+
+    @precondition(lambda self: self.model.jobs)
+    @rule(data=st.data())
+    def retry(self, data):
+        jid = data.draw(st.sampled_from(sorted(self.model.jobs)), label="job")
+        uid = self.model.jobs[jid][0]
+        refused = self.model.retry(jid)
+        if refused:
+            with pytest.raises(NotFinished) as err:
+                self.run(self.queue.retry(uid, jid))
+            assert err.value.status == refused.value
+            return
+        retried = self.run(self.queue.retry(uid, jid))
+        assert (retried.job.status, retried.job.attempts) == (JobStatus.QUEUED, 0)
+        assert retried.before.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @rule(uid=st.sampled_from(USERS), batch=st.integers(1, 3))
+    def purge(self, uid, batch):
+        assert self.run(self.queue.purge(uid, batch)) == self.model.purge(uid)
+
     @precondition(lambda self: any(self.model.ready.values()))
     @rule(uid=st.sampled_from(USERS))
     def dequeue(self, uid):
@@ -702,11 +792,14 @@ class QueueMachine(RuleBasedStateMachine):
             pipe.lrange(Keys.rotation(base), 0, -1)
             pipe.zrange(Keys.delayed(base), 0, -1, withscores=True)
             pipe.zrange(Keys.leases(base), 0, -1)
+            pipe.smembers(Keys.paused(base))
+            pipe.hgetall(Keys.counts(base))
+            pipe.zrange(Keys.backlog(base), 0, -1, withscores=True)
             for uid in USERS:
                 pipe.get(Keys.state(base, uid))
                 pipe.lrange(Keys.pending(base, uid), 0, -1)
                 pipe.lrange(Keys.ready(base, uid), 0, -1)
-            rotation, delayed, leases, *per_user = await pipe.execute()
+            rotation, delayed, leases, parked, counts, backlog, *per_user = await pipe.execute()
         jobs, events = {}, {}
         for uid in USERS:
             jobs |= await self.queue.get_many(
@@ -715,7 +808,9 @@ class QueueMachine(RuleBasedStateMachine):
         return Snapshot(
             rotation=rotation, delayed={u: int(due) for u, due in delayed}, leases=leases,
             marks=dict(zip(USERS, per_user[0::3])), pending=dict(zip(USERS, per_user[1::3])),
-            ready=dict(zip(USERS, per_user[2::3])), jobs=jobs, events=events)
+            ready=dict(zip(USERS, per_user[2::3])), jobs=jobs, events=events, parked=parked,
+            counts={k: int(v) for k, v in counts.items()},
+            backlog={u: int(n) for u, n in backlog})
 
     @invariant()
     def each_user_is_in_exactly_one_place(self):
@@ -729,13 +824,14 @@ class QueueMachine(RuleBasedStateMachine):
             assert leases[uid] == processing[uid], f"{uid}: a lease without a running job"
             places = [place for place, here in (("rotation", uid in seen.rotation),
                                                 ("delayed", uid in seen.delayed),
+                                                ("paused", uid in seen.parked),
                                                 ("running", leases[uid] == 1)) if here]
             assert len(places) <= 1, f"{uid} is in {places}"
             place = places[0] if places else "idle"
             assert seen.marks[uid] == PLACE_MARKS[place], f"{uid} is {place}: {seen.marks[uid]}"
             if place == "idle":
                 assert seen.pending[uid] == [], f"{uid} is idle with jobs waiting"
-            if place in ("rotation", "delayed"):
+            if place in ("rotation", "delayed", "paused"):
                 assert seen.pending[uid], f"{uid} is in the {place} with nothing waiting"
             if place == "delayed":
                 assert seen.jobs[seen.pending[uid][0]].attempts >= 1, "only a retry waits"
@@ -746,6 +842,7 @@ class QueueMachine(RuleBasedStateMachine):
         assert seen.rotation == model.rotation
         assert seen.delayed == model.delayed
         assert sorted(seen.leases) == sorted(x.member for x in model.running.values())
+        assert seen.parked == model.parked
         assert seen.pending == model.pending
         assert seen.ready == model.ready
         assert seen.events == model.events, "each finished job announced once"
@@ -753,6 +850,139 @@ class QueueMachine(RuleBasedStateMachine):
             jid: (model.status[jid], model.attempts[jid]) for jid in model.jobs}, \
             "a job that ended keeps its one terminal state"
 
+    @invariant()
+    def the_counters_say_what_the_lists_and_leases_hold(self):
+        """Kept by the scripts themselves, never recounted here (the recount
+        of maintenance would hide a script that forgets one)."""
+        seen = self.observe()
+        queued = {uid: len(jids) for uid, jids in seen.pending.items() if jids}
+        assert seen.backlog == queued
+        assert seen.counts.get("queued", 0) == sum(queued.values())
+        assert seen.counts.get("processing", 0) == len(seen.leases)
+
 
 def test_each_user_is_in_exactly_one_place_whatever_the_calls(settings_factory):
     run_state_machine_as_test(lambda: QueueMachine(settings_factory), settings=MACHINE_SETTINGS)
+
+
+# ---- what operators read and do (CONTRACT §9) ----
+
+async def test_a_corrupted_counter_and_backlog_set_are_recounted_by_maintenance(queue, caplog):
+    from workers.worker import Worker, WorkerConfig
+
+    ann, bob = users(2)
+    await enqueue(queue, ann, "1", "2", "3")
+    await enqueue(queue, bob, "1")
+    [running, _] = await claim(queue)
+    base = queue.keys.base(0)
+    assert (await queue.totals()).queued == 2
+    assert await queue.backlog() == [(ann, 2)], "bob's one job runs: nothing of his waits"
+    # something writes behind the scripts' back
+    await queue.redis.hset(Keys.counts(base), mapping={"queued": 99, "processing": -4})
+    await queue.redis.zadd(Keys.backlog(base), {ann: 7, "ghost": 3})
+    assert (await queue.totals()).queued == 99
+
+    worker = Worker(queue, lambda data: data, WorkerConfig())
+    assert await worker.recount() == 4, "queued, processing, ann's score, the ghost"
+
+    totals = await queue.totals()
+    assert (totals.queued, totals.processing) == (2, 2)
+    assert await queue.backlog() == [(ann, 2)]
+    assert "corrected 4 counter(s)" in caplog.text
+    assert await worker.recount() == 0, "nothing left to correct"
+    await finish(queue, running)
+    assert (await queue.totals()).processing == 1, "the scripts count on from the truth"
+
+
+async def test_a_paused_users_jobs_do_not_start_until_resumed(queue):
+    ann, bob = users(2)
+    [a1, a2] = await enqueue(queue, ann, "1", "2")
+    [running] = await claim(queue)
+
+    limits = await queue.set_limits(ann, paused=True)
+    assert (limits.paused, limits.concurrency) == (True, None), "the others keep their default"
+    await finish(queue, running, claim_n=5)  # the running job ends; the next must not start
+    [b1] = await enqueue(queue, bob, "1")
+    assert ids(await claim(queue)) == [b1], "bob runs, ann waits"
+    await enqueue(queue, ann, "3")
+    assert await claim(queue) == [], "enqueue works, nothing starts"
+    assert (await queue.totals()).users_waiting == 0, "a paused user is not waiting to start"
+
+    assert (await queue.set_limits(ann, paused=False, weight=3)).weight == 3
+    assert ids(await claim(queue)) == [a2], "resumed: back in the rotation"
+
+
+async def test_retry_puts_a_failed_job_at_the_back_and_it_runs_again(make_queue):
+    queue = make_queue(queue_max_attempts=1)
+    [ann] = users(1)
+    [failing, other] = await enqueue(queue, ann, "x", "y")
+    [job] = await claim(queue)
+    assert (await finish(queue, job, ok=False, value="boom")).verdict == "failed"
+
+    retried = await queue.retry(ann, failing)
+
+    assert (retried.before.status, retried.before.error) == (JobStatus.FAILED, "boom")
+    assert (retried.job.status, retried.job.attempts, retried.job.error) == (
+        JobStatus.QUEUED, 0, None)
+    [run] = await claim(queue)
+    assert run.job_id == other, "at the back of the user's queue"
+    [again] = (await finish(queue, run, claim_n=1)).jobs
+    assert (again.job_id, again.attempts) == (failing, 1)
+    assert again.token != job.token, "the first run's lease cannot finish the second"
+    assert (await finish(queue, job)).verdict == "stale"
+    await finish(queue, again, value="fine")
+    assert [r.id for _, r in await queue.events_after(ann, "0-0")] == [failing, other, failing]
+    assert [(await queue.dequeue(ann)).id for _ in range(2)] == [other, failing], \
+        "the FAILED run left the ready list; the new outcome is ready once"
+    with pytest.raises(NotFinished) as err:
+        await queue.retry(ann, other)
+    assert err.value.status == "COMPLETED", "only a FAILED or CANCELLED job is retried"
+
+async def test_retry_re_creates_a_job_redis_has_forgotten_from_its_history(queue):
+    [ann] = users(1)
+    [jid] = await enqueue(queue, ann, "x")
+    await queue.cancel(ann, jid)
+    history = await queue.get(ann, jid)
+    await queue.redis.delete(Keys.job(queue.keys.base(0), jid))  # its retention ran out
+    assert await queue.retry(ann, jid) is None, "without the history: not found"
+
+    retried = await queue.retry(ann, jid, history)
+
+    assert retried.before is None
+    assert retried.job.request_data == "x" and retried.job.version > history.version
+    assert (await claim(queue))[0].job_id == jid
+
+
+async def test_purge_cancels_every_queued_job_in_batches(queue):
+    ann, bob = users(2)
+    await enqueue(queue, ann, *map(str, range(7)))
+    [bob1] = await enqueue(queue, bob, "1")
+    [running] = await claim(queue, n=1)
+
+    assert await queue.purge(ann, batch=3) == 6
+    assert await queue.purge(ann) == 0
+    assert (await queue.stats(ann)).queued == 0
+    assert ids(await claim(queue)) == [bob1], "ann left the rotation"
+    assert (await queue.get(ann, f"{ann}-6")).status == JobStatus.CANCELLED
+    assert (await finish(queue, running)).verdict == "completed", "the running job is not purged"
+
+
+async def test_throughput_is_kept_in_10_second_buckets(make_queue):
+    queue = make_queue(queue_max_attempts=1)
+    ann, bob = users(2)
+    await enqueue(queue, ann, "1", "2", "3")
+    await enqueue(queue, bob, "1")
+    a, b = await claim(queue)
+    await finish(queue, a)
+    await finish(queue, b, ok=False)
+
+    points = await queue.throughput(15)
+
+    assert len(points) == 90
+    assert [p.at - points[0].at for p in points] == list(range(0, 900, 10)), "oldest first"
+    now = (await queue.redis.time())[0]
+    assert points[-1].at <= now < points[-1].at + 10, "the last one is now's"
+    assert sum(p.enqueued for p in points) == 4
+    assert (sum(p.completed for p in points), sum(p.failed for p in points)) == (1, 1)
+    assert points[-1].queued == 2, "ann's two waiting jobs: the depth carries on to now"
+    assert points[0].queued == 0, "nothing was queued before the first enqueue"

@@ -12,7 +12,7 @@ import pytest
 from engine import connection
 from engine import queue as engine_queue
 from engine.keys import Keys
-from engine.queue import NotQueued, Queue, QueueFull, RetryPolicy
+from engine.queue import NotFinished, NotQueued, Queue, QueueFull, RetryPolicy
 from engine.replies import REPLIES, UnknownReply, decode
 from engine.scripts import CONSTANTS, LUA_DIR, NAMES, ScriptError, check_includes, source
 
@@ -169,6 +169,16 @@ async def test_every_status_of_every_script_reads_as_a_value_or_an_exception(
     assert await queue.reclaim(base) == 1
     assert await queue.mark_archived(base, await queue.archive_batch(base), 60, 60) is None
     assert await queue.count(queue.keys.login_throttle(ann, "here"), 60) == 1
+
+    # the operators' scripts
+    assert (await queue.set_limits(ann, paused=True)).paused is True
+    with pytest.raises(NotFinished) as conflict:
+        await queue.retry(ann, "a5")
+    assert conflict.value.status == "QUEUED"
+    assert await queue.retry(ann, "no-such-job") is None
+    assert (await queue.retry(ann, "a2")).job.attempts == 0, "a FAILED job"
+    assert await queue.purge(ann) == 2
+    assert await queue.recount(base) == 0
 
     assert seen == {(script, status) for script, statuses in REPLIES.items()
                     for status in statuses}

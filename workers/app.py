@@ -27,6 +27,7 @@ def create_worker(settings: QueueSettings, redis_url: str, *, burst: bool = Fals
         job_timeout_seconds=settings.queue_job_timeout_seconds,
         shutdown_grace_seconds=settings.queue_shutdown_grace_seconds,
         burst=burst,
+        recount_seconds=settings.queue_recount_seconds,
     )
     runner = None
     if settings.queue_isolation == "process" and not inspect.iscoroutinefunction(handler):

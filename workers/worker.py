@@ -8,8 +8,9 @@ How the loop goes:
 - with nothing to claim, the dispatcher blocks on the shards' signal lists
   (BLPOP, see `Signals`) until an enqueue, a finish or a retry falls due: no
   polling;
-- a maintenance task pushes the leases of running jobs forward and reclaims
-  the expired leases of dead workers.
+- a maintenance task pushes the leases of running jobs forward, reclaims
+  the expired leases of dead workers, and now and then recounts the shards'
+  counters and backlog sets (the operators' figures), logging any it corrects.
 
 What happens to an in-flight job:
 - handler error or timeout: the attempt fails; retried with back-off up to
@@ -144,6 +145,7 @@ class WorkerConfig:
     job_timeout_seconds: float = 30.0
     shutdown_grace_seconds: float = 20.0
     burst: bool = False
+    recount_seconds: float = 60.0
 
 
 class Worker:
@@ -426,6 +428,7 @@ class Worker:
         return max(0.2, min(self.config.lease_seconds / 3, 5.0))
 
     async def _maintain(self) -> None:
+        next_recount = time.monotonic() + self.config.recount_seconds
         while True:
             await asyncio.sleep(self._maintenance_interval())
             try:
@@ -440,8 +443,23 @@ class Worker:
                         metrics.RECLAIMED.inc(reclaimed)
                         log.warning("reclaimed %d job(s) from lost workers", reclaimed)
                         self._wake.set()
+                if time.monotonic() >= next_recount:
+                    next_recount = time.monotonic() + self.config.recount_seconds
+                    await self.recount()
             except RedisError as exc:
                 log.warning("maintenance skipped: %s", exc)
+
+    async def recount(self) -> int:
+        """Recount every shard's counters (recount.lua); how many were wrong.
+        They never should be: a correction means something changed Redis
+        behind the scripts' back (or a script forgot a counter), so it is logged."""
+        fixed = 0
+        for base in self.queue.keys.all_bases():
+            wrong = await self.queue.recount(base)
+            if wrong:
+                log.warning("recount: corrected %d counter(s) of shard %s", wrong, base)
+            fixed += wrong
+        return fixed
 
     # ---- shutdown ----
 

@@ -9,7 +9,7 @@
 --   KEYS[1], the shard's base key, e.g. "q:{s0}". Every key a script touches
 --   starts with it, so one script touches one hash slot (Redis Cluster ready).
 -- - the constants of engine/scripts.py (CONSTANTS): SIGNAL_TOKENS,
---   PROMOTE_BATCH, RECLAIM_BATCH.
+--   PROMOTE_BATCH, RECLAIM_BATCH, BUCKET_MS, THROUGHPUT_KEEP_SECONDS.
 -- Settings come as arguments (see bounds_at).
 --
 -- Every script answers {status, ...}; engine/queue.py (REPLIES) says what
@@ -24,6 +24,48 @@ end
 --@helper member
 -- A running or changed job in the shard's leases and archive: `uid:jid`.
 local function member(uid, jid) return uid .. ':' .. jid end
+
+--@helper bucket
+--@include keys
+-- The shard's throughput bucket of time t (ms): a hash of the 10 s starting at
+-- bucket * BUCKET_MS, kept THROUGHPUT_KEEP_SECONDS. Fields: e enqueued,
+-- c completed, f failed; q0 and q the shard's QUEUED count before the
+-- bucket's first change and after its last (see count_queued).
+local function bucket(t)
+  local bk = keys.throughput(math.floor(t / BUCKET_MS))
+  redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
+  return bk
+end
+
+--@helper tally
+--@include bucket
+-- n jobs enqueued ('e'), completed ('c') or failed ('f') at time t.
+local function tally(t, field, n)
+  redis.call('HINCRBY', bucket(t), field, n)
+end
+
+--@helper count_queued
+--@include keys, bucket
+-- n more (or, negative, fewer) QUEUED jobs of uid: the shard's count, the
+-- user's score in the backlog set (gone at 0), the bucket's queued depth.
+-- Maintenance recounts all of these (recount.lua) should one ever drift.
+local function count_queued(uid, n, t)
+  if n == 0 then return end
+  local after = redis.call('HINCRBY', keys.counts(), 'queued', n)
+  local bk = bucket(t)
+  redis.call('HSETNX', bk, 'q0', after - n)
+  redis.call('HSET', bk, 'q', after)
+  if tonumber(redis.call('ZINCRBY', keys.backlog(), n, uid)) <= 0 then
+    redis.call('ZREM', keys.backlog(), uid)
+  end
+end
+
+--@helper count_running
+--@include keys
+-- n more (or fewer) PROCESSING jobs in the shard.
+local function count_running(n)
+  redis.call('HINCRBY', keys.counts(), 'processing', n)
+end
 
 --@helper signal
 --@include keys
@@ -73,12 +115,31 @@ local function drop_lease(uid, jid)
   redis.call('ZREM', keys.leases(), member(uid, jid))
 end
 
+--@helper park
+--@include keys
+-- A paused user's place (state p): out of the rotation, its work waiting.
+local function park(uid)
+  redis.call('SET', keys.state(uid), 'p')
+  redis.call('SADD', keys.paused(), uid)
+end
+
+--@helper is_paused
+--@include keys
+local function is_paused(uid)
+  return redis.call('HGET', keys.limits(uid), 'paused') == '1'
+end
+
 --@helper schedule
---@include keys, signal
--- A user with nothing running goes to the back of the rotation if work waits.
+--@include keys, signal, is_paused, park
+-- A user with nothing running goes to the back of the rotation if work waits
+-- (or, paused, to the paused place: setUserLimits puts it back on resume).
 -- quiet: the caller claims right after and signals only if work is left over.
 local function schedule(uid, quiet)
   if redis.call('LLEN', keys.pending(uid)) > 0 then
+    if is_paused(uid) then
+      park(uid)
+      return
+    end
     redis.call('SET', keys.state(uid), 'r')
     redis.call('RPUSH', keys.rotation(), uid)
     if not quiet then signal() end
@@ -124,7 +185,7 @@ local function cap_ready(uid, bounds)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_json, schedule
+--@include keys, drop_lease, cap_ready, touch, job_json, schedule, count_running, tally
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
@@ -134,6 +195,8 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
+  count_running(-1)
+  tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   redis.call('RPUSH', keys.ready(uid), jid)
   cap_ready(uid, bounds)
   touch(uid, jid)
@@ -152,7 +215,7 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule
+--@include keys, finish_terminal, drop_lease, schedule, count_running, count_queued
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
 -- Returns 'failed' or 'retry'.
@@ -168,7 +231,9 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('HDEL', jk, 'token')
   redis.call('HINCRBY', jk, 'v', 1)
   drop_lease(uid, jid)
+  count_running(-1)
   redis.call('LPUSH', keys.pending(uid), jid)
+  count_queued(uid, 1, t)
   if delay <= 0 then
     schedule(uid, quiet)
   else
@@ -191,7 +256,7 @@ local function promote_due(t)
 end
 
 --@helper claim
---@include keys, member, promote_due
+--@include keys, member, promote_due, count_queued, count_running
 -- Take up to n jobs: the head job of each user at the front of the rotation.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
@@ -204,12 +269,17 @@ local function claim(n, owner, lease_ms, t)
     if jid then
       local jk = keys.job(jid)
       local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-      local token = owner .. ':' .. attempts
+      local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
+      -- a redriven job (retry.lua) counts attempts from 0 again: its round
+      -- keeps a lease of an earlier run from matching this one
+      local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
       redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
       redis.call('HINCRBY', jk, 'v', 1)
       redis.call('SET', keys.state(uid), 'a')
       redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
-      out[#out + 1] = {uid, jid, redis.call('HGET', jk, 'data'), attempts, token}
+      count_queued(uid, -1, t)
+      count_running(1)
+      out[#out + 1] = {uid, jid, data, attempts, token}
     else
       redis.call('DEL', keys.state(uid))
     end

@@ -1,5 +1,5 @@
 -- Add a batch of jobs to one user's queue, all or none.
---@include keys, now_ms, member, schedule
+--@include keys, now_ms, member, schedule, count_queued, tally
 -- ARGV: uid, max_pending, idem_ttl_seconds, then per item: jid, data, idempotency key ('' for none)
 -- Returns {'ok', t, jid1, created1, jid2, created2, ...} or {'full', index0}.
 local uid = ARGV[1]
@@ -47,6 +47,10 @@ for i = 0, n - 1 do
     out[#out + 1] = jid
     out[#out + 1] = 1
   end
+end
+if new > 0 then
+  count_queued(uid, new, t)
+  tally(t, 'e', new)
 end
 if new > 0 and not redis.call('GET', keys.state(uid)) then
   schedule(uid)
