@@ -350,6 +350,11 @@ def test_an_admin_watches_and_acts(browser, admin_api):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator(f'#failed-list li[data-job-id="{broken["id"]}"]').wait_for()
+    from playwright.sync_api import expect
+
+    expect(page.locator("#toasts .toast")).to_have_count(0, timeout=30_000)
+    page.mouse.wheel(0, -20_000)  # back to the tiles and charts, as an operator opens it
+    expect(page.locator("#tiles")).to_be_in_viewport()
     page.screenshot(path=str(ARTIFACTS / "admin-dashboard-1280x800.png"))
     page.screenshot(path=str(ARTIFACTS / "admin-dashboard-1280-full.png"), full_page=True)
     watched.check_clean()
