@@ -167,9 +167,9 @@ end
 -- dequeue order. Redis then forgets them as it does dequeued ones (once
 -- archived, after the retention; see archived.lua), so the ready cap bounds
 -- memory and not only the list; `job` and `jobs` find them in MongoDB.
-local function cap_ready(uid, bounds)
+local function cap_ready(uid, bounds, length)
   local rk = keys.ready(uid)
-  local over = redis.call('LLEN', rk) - bounds.ready
+  local over = length - bounds.ready
   if over <= 0 then return end
   for _, jid in ipairs(redis.call('LRANGE', rk, 0, over - 1)) do
     local jk = keys.job(jid)
@@ -197,8 +197,7 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   drop_lease(uid, jid)
   count_running(-1)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
-  redis.call('RPUSH', keys.ready(uid), jid)
-  cap_ready(uid, bounds)
+  cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   touch(uid, jid)
   local body = job_json(jid)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
