@@ -986,3 +986,5 @@ async def test_throughput_is_kept_in_10_second_buckets(make_queue):
     assert (sum(p.completed for p in points), sum(p.failed for p in points)) == (1, 1)
     assert points[-1].queued == 2, "ann's two waiting jobs: the depth carries on to now"
     assert points[0].queued == 0, "nothing was queued before the first enqueue"
+    bucket = Keys.throughput(queue.keys.base(0), points[-1].at // 10)
+    assert 3600 < await queue.redis.ttl(bucket) <= 3900, "kept for an hour, then dropped"

@@ -28,20 +28,22 @@ local function member(uid, jid) return uid .. ':' .. jid end
 --@helper bucket
 --@include keys
 -- The shard's throughput bucket of time t (ms): a hash of the 10 s starting at
--- bucket * BUCKET_MS, kept THROUGHPUT_KEEP_SECONDS. Fields: e enqueued,
--- c completed, f failed; q0 and q the shard's QUEUED count before the
--- bucket's first change and after its last (see count_queued).
+-- bucket * BUCKET_MS. Fields: e enqueued, c completed, f failed; q0 and q the
+-- shard's QUEUED count before the bucket's first change and after its last
+-- (see count_queued). Each field's first write sets the hash to expire
+-- THROUGHPUT_KEEP_SECONDS later: a few EXPIREs a bucket, not one a job.
 local function bucket(t)
-  local bk = keys.throughput(math.floor(t / BUCKET_MS))
-  redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
-  return bk
+  return keys.throughput(math.floor(t / BUCKET_MS))
 end
 
 --@helper tally
 --@include bucket
 -- n jobs enqueued ('e'), completed ('c') or failed ('f') at time t.
 local function tally(t, field, n)
-  redis.call('HINCRBY', bucket(t), field, n)
+  local bk = bucket(t)
+  if redis.call('HINCRBY', bk, field, n) == n then
+    redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
+  end
 end
 
 --@helper count_queued
@@ -53,7 +55,9 @@ local function count_queued(uid, n, t)
   if n == 0 then return end
   local after = redis.call('HINCRBY', keys.counts(), 'queued', n)
   local bk = bucket(t)
-  redis.call('HSETNX', bk, 'q0', after - n)
+  if redis.call('HSETNX', bk, 'q0', after - n) == 1 then
+    redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
+  end
   redis.call('HSET', bk, 'q', after)
   if tonumber(redis.call('ZINCRBY', keys.backlog(), n, uid)) <= 0 then
     redis.call('ZREM', keys.backlog(), uid)
