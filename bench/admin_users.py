@@ -5,11 +5,12 @@
    the queue state made through the engine itself). Target: < 50 ms.
 2. What the counters and the throughput history cost the transitions:
    scenario 2 (1,000 users x 20 no-op jobs, one worker at concurrency 50)
-   with this checkout's scripts and with main's (a `git archive` of main in
-   a temp dir, its worker run from there), alternating A B A B in one run.
-   Target: at most 10% slower.
+   with this checkout's scripts and with an older revision's (`--old`: a
+   `git archive` of it in a temp dir, its worker run from there; give the
+   last revision before the counters, e.g. 18c7512), alternating A B A B in
+   one run. Target: at most 10% slower.
 
-    python -m bench.admin_users [--users 100000] [--backlog 10000] [--reps 2]
+    python -m bench.admin_users [--users 100000] [--backlog 10000] [--reps 2] [--old REV]
 """
 
 from __future__ import annotations
@@ -120,19 +121,23 @@ def admin_users_latency(url: str, users: int, backlog: int) -> list[float]:
 
 # ---- 2. the counters' cost ----
 
-def main_checkout() -> Path:
-    """main's tree, as of now, in a temp dir (no worktree, nothing stashed)."""
-    where = Path(tempfile.mkdtemp(prefix="userqueue-main-"))
-    archive = subprocess.run(["git", "archive", "main"], cwd=ROOT, check=True,
+def checkout(revision: str) -> Path:
+    """A revision's tree in a temp dir (no worktree, nothing stashed)."""
+    where = Path(tempfile.mkdtemp(prefix="userqueue-old-"))
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     return where
 
 
-def drain(server: RedisServer, root: Path) -> float:
-    """Scenario 2 once, the worker's code (its Lua scripts) from `root`."""
+def drain(server: RedisServer, root: Path) -> tuple[float, float]:
+    """Scenario 2 once, the worker's code (its Lua scripts) from `root`: jobs/s,
+    and the Redis CPU time the worker's script calls took per job (INFO
+    commandstats: far steadier than the rate on a shared machine)."""
     server.flush()
     asyncio.run(our_enqueue_async(server.url, _jobs(S2_JOB_COUNT, S2_USERS)))
+    redis = server.client()
+    redis.config_resetstat()
     log = StartLog(f"admin-cost-{root.name}")
     env = {**os.environ, "REDIS_URL": server.url, "QUEUE_PREFIX": PREFIX,
            "LOG_LEVEL": "WARNING", "BENCH_LOG": str(log.path), "PYTHONPATH": str(root)}
@@ -146,7 +151,9 @@ def drain(server: RedisServer, root: Path) -> float:
         common.stop(proc)
     if len(log.entries) < S2_JOB_COUNT:
         raise RuntimeError(f"only {len(log.entries)} of {S2_JOB_COUNT} jobs started")
-    return log.throughput()
+    stats = redis.info("commandstats")
+    usec = sum(stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in ("evalsha", "eval"))
+    return log.throughput(), usec / S2_JOB_COUNT
 
 
 def main() -> None:
@@ -155,6 +162,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--old", default="main", help="the revision to compare with")
     args = parser.parse_args()
     server = RedisServer()
     url = server.start()
@@ -168,16 +176,23 @@ def main() -> None:
         if args.skip_cost:
             return
         print(f"2. scenario 2 ({S2_USERS} users x {S2_JOB_COUNT // S2_USERS} jobs, "
-              f"concurrency {S2_CONC['ours']}): main's scripts vs these, A B A B")
-        old = main_checkout()
-        figures: dict[str, list[float]] = {"main": [], "this": []}
+              f"concurrency {S2_CONC['ours']}): {args.old}'s scripts vs these, A B A B")
+        old = checkout(args.old)
+        figures: dict[str, list[float]] = {"old": [], "this": []}
+        lua: dict[str, list[float]] = {"old": [], "this": []}
         for rep in range(args.reps):
-            for label, root in (("main", old), ("this", ROOT)):
-                figures[label].append(drain(server, root))
-                print(f"   rep {rep + 1} {label:5s} {figures[label][-1]:8.0f} jobs/s")
-        before, after = (statistics.median(figures[k]) for k in ("main", "this"))
-        print(f"   median: main {before:.0f} jobs/s, with counters {after:.0f} jobs/s, "
+            for label, root in (("old", old), ("this", ROOT)):
+                rate, usec = drain(server, root)
+                figures[label].append(rate)
+                lua[label].append(usec)
+                print(f"   rep {rep + 1} {label:5s} {rate:8.0f} jobs/s, "
+                      f"Redis script time {usec:5.1f} us/job")
+        before, after = (statistics.median(figures[k]) for k in ("old", "this"))
+        print(f"   median: old {before:.0f} jobs/s, with counters {after:.0f} jobs/s, "
               f"ratio {after / before:.3f} (target >= 0.90)")
+        before, after = (statistics.median(lua[k]) for k in ("old", "this"))
+        print(f"   Redis script time per job: old {before:.1f} us, with counters "
+              f"{after:.1f} us (+{(after / before - 1) * 100:.0f}%)")
     finally:
         server.stop()
 

@@ -419,13 +419,14 @@ class Queue:
     async def totals(self) -> Totals:
         async with self.redis.pipeline(transaction=False) as pipe:
             for base in self.keys.all_bases():
-                pipe.hmget(Keys.counts(base), "queued", "processing")
+                pipe.hget(Keys.counts(base), "queued")
+                pipe.zcard(Keys.leases(base))  # a lease per running job: its own count
                 pipe.zcard(Keys.delayed(base))
                 pipe.zcard(Keys.backlog(base))
                 pipe.scard(Keys.paused(base))
             rows = await pipe.execute()
         queued = processing = scheduled = waiting = 0
-        for (q, p), delayed, backlog, paused in zip(*[iter(rows)] * 4):
+        for q, p, delayed, backlog, paused in zip(*[iter(rows)] * 5):
             queued += int(q or 0)
             processing += int(p or 0)
             scheduled += delayed

@@ -305,7 +305,7 @@ def test_maintenance_heals_a_corrupted_counter_and_backlog_set(
         admin.limits(name, paused=True)  # nothing runs: the figures hold still
         people.by_name[name].enqueue_many([{"requestData": item(name, i)} for i in range(n)])
     base = Keys(settings.queue_prefix).base(0)
-    redis_sync_client.hset(Keys.counts(base), mapping={"queued": 1000, "processing": 7})
+    redis_sync_client.hset(Keys.counts(base), "queued", 1000)
     redis_sync_client.zadd(Keys.backlog(base), {"ghost": 50, people.ids["heal_alice"]: 1,
                                                 people.ids["heal_bob"]: 9})
     assert admin.overview()["queued"] == 1000
@@ -314,7 +314,6 @@ def test_maintenance_heals_a_corrupted_counter_and_backlog_set(
     workers.start("--handler", HANDLER)  # its maintenance recounts every 0.5 s
 
     wait_until(lambda: admin.overview()["queued"] == 4, message="the recount")
-    assert admin.overview()["processing"] == 0
     [first], _ = admin.users(1)
     assert (first["user"]["username"], first["queued"]) == ("heal_alice", 3)
 

@@ -64,13 +64,6 @@ local function count_queued(uid, n, t)
   end
 end
 
---@helper count_running
---@include keys
--- n more (or fewer) PROCESSING jobs in the shard.
-local function count_running(n)
-  redis.call('HINCRBY', keys.counts(), 'processing', n)
-end
-
 --@helper signal
 --@include keys
 -- Wake a worker blocked on this shard. Tokens are capped: a worker only
@@ -189,7 +182,7 @@ local function cap_ready(uid, bounds)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_json, schedule, count_running, tally
+--@include keys, drop_lease, cap_ready, touch, job_json, schedule, tally
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
@@ -199,7 +192,6 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
-  count_running(-1)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   redis.call('RPUSH', keys.ready(uid), jid)
   cap_ready(uid, bounds)
@@ -219,7 +211,7 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule, count_running, count_queued
+--@include keys, finish_terminal, drop_lease, schedule, count_queued
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
 -- Returns 'failed' or 'retry'.
@@ -235,7 +227,6 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('HDEL', jk, 'token')
   redis.call('HINCRBY', jk, 'v', 1)
   drop_lease(uid, jid)
-  count_running(-1)
   redis.call('LPUSH', keys.pending(uid), jid)
   count_queued(uid, 1, t)
   if delay <= 0 then
@@ -260,7 +251,7 @@ local function promote_due(t)
 end
 
 --@helper claim
---@include keys, member, promote_due, count_queued, count_running
+--@include keys, member, promote_due, count_queued
 -- Take up to n jobs: the head job of each user at the front of the rotation.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
@@ -282,7 +273,6 @@ local function claim(n, owner, lease_ms, t)
       redis.call('SET', keys.state(uid), 'a')
       redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
       count_queued(uid, -1, t)
-      count_running(1)
       out[#out + 1] = {uid, jid, data, attempts, token}
     else
       redis.call('DEL', keys.state(uid))
