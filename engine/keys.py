@@ -27,7 +27,7 @@ LAYOUT = {
     "signal": "{base}:signal",  # list: wake-up tokens for blocked workers
     "shard_events": "{base}:events",  # stream: every finished job, for the API's fan-out
     "archive": "{base}:archive",  # list: `uid:jid` of changes MongoDB has not stored yet
-    "counts": "{base}:counts",  # hash: queued, processing: the shard's jobs, kept by the scripts
+    "counts": "{base}:counts",  # hash: queued: the shard's QUEUED jobs, kept by the scripts
     "backlog": "{base}:backlog",  # zset: users with QUEUED jobs, scored by how many
     "paused": "{base}:paused",  # set: paused users with work waiting (state p)
     "throughput": "{base}:tp:{bucket}",  # hash: one 10 s bucket's e, c, f, q0, q (expires)

@@ -419,29 +419,32 @@ class Queue:
     async def totals(self) -> Totals:
         async with self.redis.pipeline(transaction=False) as pipe:
             for base in self.keys.all_bases():
-                pipe.hmget(Keys.counts(base), "queued", "processing")
+                pipe.hget(Keys.counts(base), "queued")
+                pipe.zcard(Keys.leases(base))  # a lease per running job: its own count
                 pipe.zcard(Keys.delayed(base))
                 pipe.zcard(Keys.backlog(base))
                 pipe.scard(Keys.paused(base))
             rows = await pipe.execute()
         queued = processing = scheduled = waiting = 0
-        for (q, p), delayed, backlog, paused in zip(*[iter(rows)] * 4):
+        for q, p, delayed, backlog, paused in zip(*[iter(rows)] * 5):
             queued += int(q or 0)
             processing += int(p or 0)
             scheduled += delayed
             waiting += max(0, backlog - delayed - paused)
         return Totals(queued, processing, scheduled, waiting)
 
-    async def backlog(self) -> list[tuple[str, int]]:
-        """Every user with QUEUED jobs and how many, most first (ties by user id),
-        merged from the shards' backlog sets."""
+    async def backlog(self, top: int | None = None) -> list[tuple[str, int]]:
+        """Users with QUEUED jobs and how many, most first (ties: user id, descending,
+        as ZREVRANGE orders them), merged from the shards' backlog sets: the
+        first `top` of them (each shard's first `top` suffice), or all."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for base in self.keys.all_bases():
-                pipe.zrange(Keys.backlog(base), 0, -1, withscores=True)
+                pipe.zrevrange(Keys.backlog(base), 0, -1 if top is None else top - 1,
+                               withscores=True)
             rows = await pipe.execute()
         users = [(uid, int(score)) for row in rows for uid, score in row]
-        users.sort(key=lambda u: (-u[1], u[0]))
-        return users
+        users.sort(key=lambda u: (u[1], u[0]), reverse=True)
+        return users if top is None else users[:top]
 
     async def user_queues(self, uids: list[str]) -> dict[str, UserQueue]:
         """Each user's live queue: two round trips for the whole page."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bisect
 import json
 import logging
 from dataclasses import dataclass
@@ -103,20 +102,31 @@ class AdminService:
     async def users(self, first: int, after: str | None, by_backlog: bool
                     ) -> tuple[list[tuple[str, UserRow]], bool]:
         """A page of (cursor, row). By backlog: users with QUEUED jobs, most first
-        (ties by user id), from the shards' backlog sets; then the rest by username."""
+        (ties by user id), from the shards' backlog sets; then the rest by username.
+        The first page reads only the top of each shard's set."""
         if not 0 <= first <= MAX_USERS_PAGE:
             raise BadUserInput(f"first must be between 0 and {MAX_USERS_PAGE}",
                                argument="first")
         position = _position(after) if after else {}
         picked: list[tuple[str, User]] = []
-        backlog: list[tuple[str, int]] = await self.queue.backlog() if by_backlog else []
+        backlog: list[tuple[str, int]] = []
+        if by_backlog:
+            top = None if position else first + 1
+            backlog = await self.queue.backlog(top)
+            if top is not None and len(backlog) < top:
+                top = None  # that was all of it: the names below must skip these
         if by_backlog and "n" not in position:
-            order = [(-n, uid) for uid, n in backlog]
-            start = bisect.bisect_right(order, tuple(position["b"])) if "b" in position else 0
+            start = 0
+            if "b" in position:  # the first entry past the cursor, in (queued, uid) descending
+                after_entry = tuple(position["b"])
+                start = next((i for i, (uid, n) in enumerate(backlog)
+                              if (n, uid) < after_entry), len(backlog))
             chosen = backlog[start:start + first + 1]
             docs = await self._users_by_id([uid for uid, _ in chosen])
-            picked = [(_cursor(b=[-n, uid]), docs[uid]) for uid, n in chosen if uid in docs]
+            picked = [(_cursor(b=[n, uid]), docs[uid]) for uid, n in chosen if uid in docs]
         if len(picked) <= first:
+            if by_backlog and top is not None:
+                backlog = await self.queue.backlog()  # the names below skip them all
             skip = {uid for uid, _ in backlog}
             picked += await self._by_name(position.get("n"), first + 1 - len(picked), skip)
         has_next = len(picked) > first

@@ -124,7 +124,7 @@ async def count_by_user(uids: list[str], status: JobStatus) -> dict[str, int]:
     (user_id, status) index. (pymongo's async aggregate is awaited for its
     cursor, mongomock-motor's is not: the one place that tells them apart.)"""
     cursor = JobDocument.get_pymongo_collection().aggregate([
-        {"$match": {"user_id": {"$in": uids}, "status": status.value}},
+        {"$match": {"status": status.value, "user_id": {"$in": uids}}},
         {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
     ])
     if inspect.isawaitable(cursor):

@@ -116,7 +116,8 @@ async def test_every_script_and_pipeline_works_on_a_cluster(cluster, cluster_set
         # the operators' figures, summed over the shards of every master
         totals = await queue.totals()
         assert (totals.queued, totals.processing) == (2 * SHARDS, 0)
-        assert await queue.backlog() == sorted((uid, 2) for uid in users.values())
+        assert await queue.backlog() == sorted(((uid, 2) for uid in users.values()), reverse=True)
+        assert len(await queue.backlog(3)) == 3
         assert sum(p.enqueued for p in await queue.throughput(15)) == 4 * SHARDS
         assert (await queue.throughput(1))[-1].queued == 2 * SHARDS
         assert sorted((await queue.user_queues(list(users.values()))).values(),

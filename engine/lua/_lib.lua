@@ -28,20 +28,22 @@ local function member(uid, jid) return uid .. ':' .. jid end
 --@helper bucket
 --@include keys
 -- The shard's throughput bucket of time t (ms): a hash of the 10 s starting at
--- bucket * BUCKET_MS, kept THROUGHPUT_KEEP_SECONDS. Fields: e enqueued,
--- c completed, f failed; q0 and q the shard's QUEUED count before the
--- bucket's first change and after its last (see count_queued).
+-- bucket * BUCKET_MS. Fields: e enqueued, c completed, f failed; q0 and q the
+-- shard's QUEUED count before the bucket's first change and after its last
+-- (see count_queued). Each field's first write sets the hash to expire
+-- THROUGHPUT_KEEP_SECONDS later: a few EXPIREs a bucket, not one a job.
 local function bucket(t)
-  local bk = keys.throughput(math.floor(t / BUCKET_MS))
-  redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
-  return bk
+  return keys.throughput(math.floor(t / BUCKET_MS))
 end
 
 --@helper tally
 --@include bucket
 -- n jobs enqueued ('e'), completed ('c') or failed ('f') at time t.
 local function tally(t, field, n)
-  redis.call('HINCRBY', bucket(t), field, n)
+  local bk = bucket(t)
+  if redis.call('HINCRBY', bk, field, n) == n then
+    redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
+  end
 end
 
 --@helper count_queued
@@ -53,18 +55,13 @@ local function count_queued(uid, n, t)
   if n == 0 then return end
   local after = redis.call('HINCRBY', keys.counts(), 'queued', n)
   local bk = bucket(t)
-  redis.call('HSETNX', bk, 'q0', after - n)
+  if redis.call('HSETNX', bk, 'q0', after - n) == 1 then
+    redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
+  end
   redis.call('HSET', bk, 'q', after)
   if tonumber(redis.call('ZINCRBY', keys.backlog(), n, uid)) <= 0 then
     redis.call('ZREM', keys.backlog(), uid)
   end
-end
-
---@helper count_running
---@include keys
--- n more (or fewer) PROCESSING jobs in the shard.
-local function count_running(n)
-  redis.call('HINCRBY', keys.counts(), 'processing', n)
 end
 
 --@helper signal
@@ -185,7 +182,7 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_json, schedule, count_running, tally
+--@include keys, drop_lease, cap_ready, touch, job_json, schedule, tally
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
@@ -195,7 +192,6 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
-  count_running(-1)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   touch(uid, jid)
@@ -214,7 +210,7 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule, count_running, count_queued
+--@include keys, finish_terminal, drop_lease, schedule, count_queued
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
 -- Returns 'failed' or 'retry'.
@@ -230,7 +226,6 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('HDEL', jk, 'token')
   redis.call('HINCRBY', jk, 'v', 1)
   drop_lease(uid, jid)
-  count_running(-1)
   redis.call('LPUSH', keys.pending(uid), jid)
   count_queued(uid, 1, t)
   if delay <= 0 then
@@ -255,7 +250,7 @@ local function promote_due(t)
 end
 
 --@helper claim
---@include keys, member, promote_due, count_queued, count_running
+--@include keys, member, promote_due, count_queued
 -- Take up to n jobs: the head job of each user at the front of the rotation.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
@@ -277,7 +272,6 @@ local function claim(n, owner, lease_ms, t)
       redis.call('SET', keys.state(uid), 'a')
       redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
       count_queued(uid, -1, t)
-      count_running(1)
       out[#out + 1] = {uid, jid, data, attempts, token}
     else
       redis.call('DEL', keys.state(uid))

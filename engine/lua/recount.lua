@@ -1,5 +1,4 @@
--- Self-healing counters: recount the shard's QUEUED and PROCESSING jobs and
--- its backlog set from the lists and leases themselves, and correct what
+-- Self-healing counters: recount the shard's QUEUED jobs and its backlog set from the lists and leases themselves, and correct what
 -- drifted (a bug, a restored backup, a hand edit). Every user with waiting
 -- work is in the rotation, delayed, paused or running (docs/architecture.md),
 -- so no key is scanned: the walk is as long as the shard's busy users.
@@ -29,9 +28,8 @@ for uid in pairs(users) do
     fixed = fixed + 1
   end
 end
-local processing = redis.call('ZCARD', keys.leases())
-local was = redis.call('HMGET', keys.counts(), 'queued', 'processing')
-if tonumber(was[1] or '0') ~= queued then fixed = fixed + 1 end
-if tonumber(was[2] or '0') ~= processing then fixed = fixed + 1 end
-redis.call('HSET', keys.counts(), 'queued', queued, 'processing', processing)
+if tonumber(redis.call('HGET', keys.counts(), 'queued') or '0') ~= queued then
+  redis.call('HSET', keys.counts(), 'queued', queued)
+  fixed = fixed + 1
+end
 return {'ok', fixed}
