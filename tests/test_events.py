@@ -62,15 +62,11 @@ def client(api_process):
     return api_process.client().as_user()
 
 
-async def listening(task_started: asyncio.Event, api_process, client):
+async def listening(task_started: asyncio.Event, api_process):
     """Wait until the server counts the new subscription."""
     await task_started.wait()
     await asyncio.to_thread(
-        wait_until, lambda: subscriptions(api_process) >= 1, 10, 0.05, "subscription")
-
-
-def subscriptions(api_process) -> float:
-    return api_process.subscriptions()
+        wait_until, lambda: api_process.subscriptions() >= 1, 10, 0.05, "subscription")
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
@@ -80,7 +76,7 @@ async def test_events_arrive_in_finishing_order_with_cursors(
     started = asyncio.Event()
     listener = asyncio.create_task(collect(api_process, client.token, 5, protocol=protocol,
                                            started=started))
-    await listening(started, api_process, client)
+    await listening(started, api_process)
     workers.start("--handler", "workers.handlers:upper")
     events = await listener
     assert [e["job"]["id"] for e in events] == ids
@@ -96,7 +92,7 @@ async def test_reconnecting_with_after_misses_nothing_and_repeats_nothing(
     ids = [j["id"] for j in client.enqueue_many([{"requestData": d} for d in items])]
     started = asyncio.Event()
     first = asyncio.create_task(collect(api_process, client.token, 15, started=started))
-    await listening(started, api_process, client)
+    await listening(started, api_process)
     workers.start("--handler", "tests.handlers:record")
     part1 = await first  # the listener goes away while jobs keep finishing
     assert client.stats()["queued"] > 0, "jobs were still finishing when it reconnected"
@@ -123,7 +119,7 @@ async def test_a_listener_hears_only_its_own_user(api_process, workers):
     alice, bob = http.as_user(), http.as_user()
     started = asyncio.Event()
     bobs_ears = asyncio.create_task(collect(api_process, bob.token, 1, started=started))
-    await listening(started, api_process, bob)
+    await listening(started, api_process)
     for i in range(5):
         alice.enqueue(f"alice {i}")
     assert workers.run_burst("--handler", "workers.handlers:echo").returncode == 0
@@ -204,8 +200,8 @@ async def test_two_api_processes_both_deliver_to_their_listeners(
         s1, s2 = asyncio.Event(), asyncio.Event()
         l1 = asyncio.create_task(collect(api_process, client.token, 3, started=s1))
         l2 = asyncio.create_task(collect(second, other.token, 3, started=s2))
-        await listening(s1, api_process, client)
-        await listening(s2, second, other)
+        await listening(s1, api_process)
+        await listening(s2, second)
         ids_second = [other.enqueue(f"b{i}")["id"] for i in range(3)]
         workers.start("--handler", "workers.handlers:echo")
         assert [e["job"]["id"] for e in await l1] == ids_first
@@ -226,12 +222,12 @@ async def test_listeners_that_vanish_leave_no_subscription_or_connection(
         await ws.send(json.dumps({"id": "1", "type": "subscribe",
                                   "payload": {"query": "subscription{processed{cursor}}"}}))
         sockets.append(ws)
-    await asyncio.to_thread(wait_until, lambda: subscriptions(api_process) == 20, 10)
+    await asyncio.to_thread(wait_until, lambda: api_process.subscriptions() == 20, 10)
     during_clients = len(redis_sync_client.client_list())
     assert during_clients - before_clients <= 3, "listeners share the API's few connections"
     for ws in sockets:
         ws.transport.abort()  # vanish: no close frame
-    await asyncio.to_thread(wait_until, lambda: subscriptions(api_process) == 0, 20)
+    await asyncio.to_thread(wait_until, lambda: api_process.subscriptions() == 0, 20)
     assert len(redis_sync_client.client_list()) <= during_clients
 
 
@@ -259,7 +255,7 @@ async def test_a_listener_that_stops_reading_gets_everything_once_it_reads_again
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
             "query": "subscription{processed{cursor job{id requestData}}}"}}))
-        await asyncio.to_thread(wait_until, lambda: subscriptions(api_process) >= 1, 10)
+        await asyncio.to_thread(wait_until, lambda: api_process.subscriptions() >= 1, 10)
         before = catch_ups(api_process)
         ids = [client.enqueue(big)["id"] for _ in range(n)]
         assert (await asyncio.to_thread(workers.run_burst)).returncode == 0
