@@ -18,15 +18,7 @@ left as strawberry wrote it (assets from the CDN), and that is logged once.
 The page also opens on this API's own operations (`default_document`)
 instead of strawberry's generic welcome text.
 
-Wiring (two lines each):
-
-    # graph/http/view.py
-    from .graphiql import LocalGraphiQL
-    class GraphQLView(LocalGraphiQL, GraphQL): ...
-
-    # graph/app.py
-    from . import graphiql
-    routes=[..., graphiql.asset_route(), ...]
+`LocalGraphiQL` is a mixin of the GraphQL view; `asset_route()` serves the files.
 """
 
 from __future__ import annotations

@@ -16,13 +16,7 @@ are known (after authentication). The fields live in one dict per request, so
 what a resolver binds is seen by every later line of the same request, even
 from sibling tasks; outside a request it does nothing.
 
-Wiring, in graph/app.py's middleware list (outermost, so it wraps everything):
-
-    Middleware(RequestId),
-
-and in graph/context.py, `Context.user_id()`, once the id is known:
-
-    requestid.bind(user_id=self._user_id)
+It belongs outermost in the middleware list, so that it wraps everything.
 """
 
 from __future__ import annotations
