@@ -43,7 +43,7 @@ def admin_users_latency(url: str, users: int, backlog: int) -> list[float]:
 
     from engine.keys import Keys
     from engine.queue import Queue
-    from engine.settings import Settings
+    from graph.settings import Settings
     from graph.app import create_app
     from graph.store import User
 
