@@ -97,7 +97,7 @@ async def test_the_shard_stream_holds_no_large_payloads_and_listeners_get_them_a
     started = asyncio.Event()
     listener = asyncio.create_task(collect(api_process, client.token, 150, started=started,
                                           timeout=120))
-    await listening(started, api_process, client)
+    await listening(started, api_process)
     workers.start("--handler", "workers.handlers:upper")
     events = await listener
 
@@ -117,7 +117,7 @@ async def test_after_resumes_across_large_events(api_process, workers, settings)
     ids = [j["id"] for j in client.enqueue_many([{"requestData": d} for d in items[:12]])]
     started = asyncio.Event()
     first = asyncio.create_task(collect(api_process, client.token, 6, started=started))
-    await listening(started, api_process, client)
+    await listening(started, api_process)
     workers.start("--handler", "workers.handlers:upper")
     part1 = await first
     ids += [j["id"] for j in client.enqueue_many([{"requestData": d} for d in items[12:]])]
