@@ -10,6 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from graph.live.fanout import plan_for
 from graph.schema import build_schema
+from graph.settings import Settings
 
 SUB = "subscription($a: String) { processed(after: $a) { cursor job { id processedData } } }"
 
@@ -167,6 +168,16 @@ def test_a_hub_failing_mid_stream_ends_the_subscription_with_an_error(
             data, codes = ws_operation_end(ws, str(i))
             assert data[0]["processed"]["job"] == {"id": "j1", "processedData": "y"}
             assert codes == ["INTERNAL_SERVER_ERROR"]
+
+
+def test_the_shared_path_takes_no_document_over_the_limits():
+    """A `processed` document over a limit is left to strawberry's path, which
+    refuses it; the shared path never validates it (overlap rule included)."""
+    schema = build_schema(Settings(graphql_max_fields=50))
+    narrow = "subscription { processed { job { " + " ".join(["id"] * 40) + " } } }"
+    wide = "subscription { processed { job { " + " ".join(["id"] * 60) + " } } }"
+    assert plan_for(schema, narrow, None, None) is not None
+    assert plan_for(schema, wide, None, None) is None
 
 
 @pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
