@@ -27,7 +27,7 @@ from .settings import Settings
 
 from .archiver import Archiver
 from .errors import BadUserInput, Conflict, NotFound
-from .jobs import MAX_PAGE, decode_cursor
+from .jobs import history_page
 from .store import JobDocument, User, count_by_user
 
 log = logging.getLogger(__name__)
@@ -178,31 +178,9 @@ class AdminService:
 
     async def jobs(self, status: str | None, username: str | None, first: int,
                    after: str | None) -> tuple[list[JobRecord], bool]:
-        """Any user's jobs, newest first, MongoDB's history under Redis's live state
-        (as JobService.page does for one user). With FAILED: the dead-letter list."""
-        if not 0 <= first <= MAX_PAGE:
-            raise BadUserInput(f"first must be between 0 and {MAX_PAGE}", argument="first")
-        query = []
-        if username is not None:
-            query.append(JobDocument.user_id == str((await self.user(username)).id))
-        if after:
-            query.append(JobDocument.id < decode_cursor(after))
-        if status:
-            query.append(JobDocument.status == status)
-        await self.archiver.flush()
-        docs = await JobDocument.find(*query).sort(-JobDocument.id).limit(first + 1).to_list()
-        records = [d.to_record() for d in docs[:first]]
-        by_user: dict[str, list[str]] = {}
-        for r in records:
-            if not r.status.terminal or r.dequeued_at is None:
-                by_user.setdefault(r.user_id, []).append(r.id)
-        live: dict[str, JobRecord] = {}
-        for uid, jids in by_user.items():
-            live |= await self.queue.get_many(uid, jids)
-        records = [live.get(r.id, r) for r in records]
-        if status:
-            records = [r for r in records if r.status.value == status]
-        return records, len(docs) > first
+        """Any user's jobs, newest first (history_page). With FAILED: the dead-letter list."""
+        uid = None if username is None else str((await self.user(username)).id)
+        return await history_page(self.queue, self.archiver, uid, status, first, after)
 
     async def user(self, username: str) -> User:
         user = await User.find_one(User.username_key == username.casefold())

@@ -42,6 +42,34 @@ def decode_cursor(cursor: str) -> str:
     return raw[4:]
 
 
+async def history_page(queue: engine.Queue, archiver: Archiver, uid: str | None,
+                       status: str | None, first: int, after: str | None
+                       ) -> tuple[list[JobRecord], bool]:
+    """A page of jobs (one user's, or everyone's when uid is None), newest first:
+    MongoDB has the history, Redis overlays the live state. (records, has_next)."""
+    if not 0 <= first <= MAX_PAGE:
+        raise BadUserInput(f"first must be between 0 and {MAX_PAGE}", argument="first")
+    await archiver.flush()  # read your own writes: records of new jobs
+    query = [] if uid is None else [JobDocument.user_id == uid]
+    if after:
+        query.append(JobDocument.id < decode_cursor(after))
+    if status:
+        query.append(JobDocument.status == status)
+    docs = await JobDocument.find(*query).sort(-JobDocument.id).limit(first + 1).to_list()
+    records = [d.to_record() for d in docs[:first]]
+    live_ids: dict[str, list[str]] = {}
+    for r in records:
+        if not r.status.terminal or r.dequeued_at is None:
+            live_ids.setdefault(r.user_id, []).append(r.id)
+    live: dict[str, JobRecord] = {}
+    for owner, jids in live_ids.items():
+        live |= await queue.get_many(owner, jids)
+    records = [live.get(r.id, r) for r in records]
+    if status:
+        records = [r for r in records if r.status.value == status]
+    return records, len(docs) > first
+
+
 class JobService:
     """The queue's use cases for one API process: checks, then the engine and the history."""
 
@@ -126,24 +154,8 @@ class JobService:
         return doc.to_record() if doc else None
 
     async def page(self, uid: str, status: str | None, first: int, after: str | None):
-        """Newest first. MongoDB has the history; Redis overlays the live state."""
-        if not 0 <= first <= MAX_PAGE:
-            raise BadUserInput(f"first must be between 0 and {MAX_PAGE}", argument="first")
-        await self.archiver.flush()  # read your own writes: records of new jobs
-        query = [JobDocument.user_id == uid]
-        if after:
-            query.append(JobDocument.id < decode_cursor(after))
-        if status:
-            query.append(JobDocument.status == status)
-        docs = await JobDocument.find(*query).sort(-JobDocument.id).limit(first + 1).to_list()
-        has_next = len(docs) > first
-        records = [d.to_record() for d in docs[:first]]
-        live = await self.queue.get_many(uid, [r.id for r in records if not r.status.terminal
-                                               or r.dequeued_at is None])
-        records = [live.get(r.id, r) for r in records]
-        if status:
-            records = [r for r in records if r.status.value == status]
-        return records, has_next
+        """The user's jobs, newest first."""
+        return await history_page(self.queue, self.archiver, uid, status, first, after)
 
     async def stats(self, uid: str) -> engine.Stats:
         return await self.queue.stats(uid)
