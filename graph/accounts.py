@@ -7,8 +7,6 @@ import logging
 import time
 from datetime import datetime, timezone
 
-from beanie.operators import In
-from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -19,7 +17,7 @@ from engine.startup import StartupError
 from .settings import Settings
 from . import auth
 from .errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
-from .store import Role, User
+from .store import Role, User, users_by_id
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +128,7 @@ class Accounts:
     async def get_many(self, ids: list[str]) -> list[User | None]:
         """Users by id in the order asked (None for an unknown one), in one query: the
         batch function of Context.users, so a page of jobs asks for its owners once."""
-        wanted = set()
-        for uid in ids:
-            try:
-                wanted.add(ObjectId(uid))
-            except (InvalidId, TypeError):
-                pass
-        found = {str(u.id): u for u in await User.find(In(User.id, list(wanted))).to_list()}
+        found = await users_by_id(ids)
         return [found.get(uid) for uid in ids]
 
     # ---- roles (CONTRACT §9) ----
@@ -254,7 +246,6 @@ class Accounts:
     @staticmethod
     async def _find(uid: str) -> User | None:
         from beanie import PydanticObjectId
-        from bson.errors import InvalidId
 
         try:
             return await User.get(PydanticObjectId(uid))

@@ -15,9 +15,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from beanie.operators import In
-from bson import ObjectId
-from bson.errors import InvalidId
 from pymongo import UpdateOne
 
 from engine import queue as engine
@@ -28,7 +25,7 @@ from .settings import Settings
 from .archiver import Archiver
 from .errors import BadUserInput, Conflict, NotFound
 from .jobs import history_page
-from .store import JobDocument, User, count_by_user
+from .store import JobDocument, User, count_by_user, users_by_id
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +119,7 @@ class AdminService:
                 start = next((i for i, (uid, n) in enumerate(backlog)
                               if (n, uid) < after_entry), len(backlog))
             chosen = backlog[start:start + first + 1]
-            docs = await self._users_by_id([uid for uid, _ in chosen])
+            docs = await users_by_id([uid for uid, _ in chosen])
             picked = [(_cursor(b=[n, uid]), docs[uid]) for uid, n in chosen if uid in docs]
         if len(picked) <= first:
             if by_backlog and top is not None:
@@ -133,16 +130,6 @@ class AdminService:
         picked = picked[:first]
         return [(c, row) for c, row in zip(
             [c for c, _ in picked], await self._rows([u for _, u in picked]))], has_next
-
-    async def _users_by_id(self, uids: list[str]) -> dict[str, User]:
-        ids = []
-        for uid in uids:
-            try:
-                ids.append(ObjectId(uid))
-            except (InvalidId, TypeError):
-                continue  # a queue of no account (the engine alone made it)
-        docs = await User.find(In(User.id, ids)).to_list() if ids else []
-        return {str(d.id): d for d in docs}
 
     async def _by_name(self, after: str | None, n: int, skip: set[str]
                        ) -> list[tuple[str, User]]:

@@ -16,6 +16,9 @@ from enum import Enum
 
 import pymongo
 from beanie import Document, init_beanie
+from beanie.operators import In
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
@@ -97,6 +100,19 @@ _STORED = tuple(f.name for f in fields(JobRecord)
                 if f.name in JobDocument.model_fields and f.name != "id")
 
 
+async def users_by_id(ids: list[str]) -> dict[str, User]:
+    """The users of these ids, in one query; ids that are not ObjectIds (a queue the
+    engine alone made) or name no account are absent."""
+    wanted = set()
+    for uid in ids:
+        try:
+            wanted.add(ObjectId(uid))
+        except (InvalidId, TypeError):
+            continue
+    docs = await User.find(In(User.id, list(wanted))).to_list() if wanted else []
+    return {str(d.id): d for d in docs}
+
+
 async def save_job_snapshots(jobs: list[JobRecord]) -> None:
     """Upsert jobs' states unless MongoDB already holds newer versions.
 
@@ -138,7 +154,6 @@ def _patch_mongomock() -> None:
     UpdateOne passes sort= to bulk writes. Drop the options mongomock does not know."""
     import mongomock.collection
     import mongomock.database
-    from bson import ObjectId
     from mongomock.filtering import filter_applies
 
     if getattr(mongomock.database.Database, "_patched_for_beanie", False):
