@@ -149,6 +149,16 @@ class WorkerProcesses:
         self.procs.append(proc)
         return proc
 
+    def kill_and_replace(self, kills: int, every: float, rng, *args: str) -> None:
+        """Chaos on a clock: `kills` times, every `every` seconds, SIGKILL a running
+        worker (chosen by `rng`) and start another with `args`."""
+        for _ in range(kills):
+            time.sleep(every)
+            victim = rng.choice([p for p in self.procs if p.poll() is None])
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            self.start(*args)
+
     def run_burst(self, *args: str, timeout: float = 60, **env) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "workers", "--burst", *args],

@@ -278,14 +278,10 @@ def test_the_figures_equal_a_recount_after_kill_9s(
             [{"requestData": item(name, i, sleep=0.05)} for i in range(25)])
     admin = people.admin()
     rng = random.Random(9)
-    procs = [workers.start("--handler", HANDLER, "--concurrency", "2") for _ in range(2)]
-    for _ in range(3):
-        time.sleep(0.5)
-        victim = rng.choice([p for p in procs if p.poll() is None])
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        procs.append(workers.start("--handler", HANDLER, "--concurrency", "2"))
-    for proc in procs:  # the dead workers' leases are still held: processing counts them
+    for _ in range(2):
+        workers.start("--handler", HANDLER, "--concurrency", "2")
+    workers.kill_and_replace(3, 0.5, rng, "--handler", HANDLER, "--concurrency", "2")
+    for proc in workers.procs:  # the dead workers' leases are still held: processing counts them
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert_figures_are_the_truth(admin, app_client, redis_sync_client, settings, people)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import time
 from collections import defaultdict
 
 import pytest
@@ -183,15 +182,11 @@ def test_chaos_killing_workers_loses_nothing_and_records_each_job_once(
              for i in range(50)])
         ids[n] = [j["id"] for j in batch]
     rng = random.Random(7)
-    procs = [workers.start("--handler", HANDLER, "--concurrency", "3") for _ in range(3)]
+    for _ in range(3):
+        workers.start("--handler", HANDLER, "--concurrency", "3")
     # Six kills, one every 0.5 s from the start, whatever the machine's speed: the
     # backlog takes longer than that, so workers die holding jobs (checked below).
-    for _ in range(6):
-        time.sleep(0.5)
-        victim = rng.choice([p for p in procs if p.poll() is None])
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        procs.append(workers.start("--handler", HANDLER, "--concurrency", "3"))
+    workers.kill_and_replace(6, 0.5, rng, "--handler", HANDLER, "--concurrency", "3")
     for n, client in enumerate(users):
         wait_until(lambda: finished(client, ids[n]), timeout=60)
         outcomes = [client.job(j)["status"] for j in ids[n]]
