@@ -15,7 +15,7 @@ import pytest
 import redis as redis_sync
 
 from graph.settings import Settings
-from tests.support import ApiProcess, WorkerProcesses, settings_env
+from tests.support import CHROMIUM_FLAGS, ApiProcess, WorkerProcesses, chromium_path, settings_env
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +99,33 @@ def api_process(settings, tmp_path):
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium through Playwright; the test is skipped where there is none."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium installed (apt-get install chromium, or set CHROMIUM_PATH)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # Chromium is there: not running the test would hide a broken install
+        pytest.fail("Chromium is installed but the `playwright` package is not: "
+                    "pip install playwright (never `playwright install`: the system browser is used)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=executable, headless=True,
+                                      args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def browser_page(browser):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    return page
 
 
 __all__ = ["settings_env"]

@@ -246,3 +246,21 @@ def node_or_skip(folder: Path, package: str, what: str) -> str:
     if int(version.lstrip("v").split(".")[0]) < 18:
         pytest.skip(f"node {version} is too old for {what} (18 or later)")
     return node
+
+
+# Debian's Chromium, driven by Playwright (never a downloaded browser): no
+# background traffic on this closed network.
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+def chromium_path() -> str | None:
+    import shutil
+
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "/usr/bin/chromium",
+                      shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None

@@ -25,7 +25,6 @@ import pytest
 from graph.settings import Settings
 from graph.http import admin
 from tests.support import ROOT, Api, ApiProcess, wait_until
-from tests.test_browser import CHROMIUM_FLAGS, chromium_path
 
 ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR") or ROOT / "tests" / "artifacts")
 POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -141,24 +140,6 @@ def test_admin_dashboard_false_is_a_404(settings_factory):
 
 
 # ---------------------------------------------------------------- in the browser
-
-
-@pytest.fixture
-def browser():
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium, or set CHROMIUM_PATH)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("Chromium is installed but the `playwright` package is not: "
-                    "pip install playwright (never `playwright install`: the system browser is used)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 class Watched:

@@ -12,47 +12,10 @@ CHROMIUM_PATH names another binary.
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
-
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-
-
-def chromium_path() -> str | None:
-    for candidate in (os.environ.get("CHROMIUM_PATH"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-@pytest.fixture
-def browser_page():
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium installed (apt-get install chromium, or set CHROMIUM_PATH)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # Chromium is there: not running the test would hide a broken install
-        pytest.fail("Chromium is installed but the `playwright` package is not: "
-                    "pip install playwright (never `playwright install`: the system browser is used)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, headless=True,
-                                     args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            browser.close()
 
 
 def run_in_graphiql(page, query: str) -> str:

@@ -7,7 +7,6 @@ import httpx
 
 from graph.http.graphiql import DEFAULT_OPERATIONS, default_document
 from graph.schema import build_schema
-from tests.test_browser import browser_page  # noqa: F401  (the fixture)
 
 V1_OPERATIONS = ("mutation Register", "mutation Login", "mutation Enqueue", "subscription Processed")
 
@@ -23,7 +22,7 @@ def test_the_document_has_every_operation_the_schema_can_run():
     assert all(operation in default_document() for operation in DEFAULT_OPERATIONS)  # no schema: all
 
 
-def test_graphiql_opens_on_it_and_runs_register(browser_page, api_process):  # noqa: F811
+def test_graphiql_opens_on_it_and_runs_register(browser_page, api_process):
     page = browser_page
     html = httpx.get(f"{api_process.url}/graphql", headers={"Accept": "text/html"}).text
     assert "Welcome to GraphiQL" not in html
