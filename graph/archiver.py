@@ -23,6 +23,7 @@ from .store import save_job_snapshots
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 2.0
+BATCH = 200  # archive entries read at once
 LINGER_SECONDS = 0.05  # after a pass, let finishes gather: one batch, not one pass per event
 
 
@@ -55,10 +56,20 @@ class Archiver:
             await self.run_once()
 
     async def run_once(self) -> int:
+        """One pass over the shards: what is listed when the pass starts, not what
+        arrives meanwhile. Under steady load a pass that chased the list's tail
+        would never end, and `jobs` (which flushes before it reads) would wait
+        for it. Returns the job records stored."""
+        listed = (await self.queue.shape()).archive_backlog
+        if not listed:
+            return 0
+        # each batch drops the entries it stored (archived.lua); one left behind
+        # (a newer change came meanwhile) is read again, hence the slack
+        batches = -(-listed // BATCH) + 2
         done = 0
         for base in self.queue.keys.all_bases():
-            while True:
-                batch = await self.queue.archive_batch(base)
+            for _ in range(batches):
+                batch = await self.queue.archive_batch(base, BATCH)
                 if not batch:
                     break
                 await save_job_snapshots(batch)

@@ -24,6 +24,8 @@ from pymongo.errors import BulkWriteError
 
 from engine.jobs import JobRecord, JobStatus
 
+from . import inmemory
+
 log = logging.getLogger(__name__)
 
 
@@ -197,6 +199,7 @@ def mongo_client(uri: str | None):
     from mongomock_motor import AsyncMongoMockClient
 
     _patch_mongomock()
+    inmemory.install(ordered_by={JobDocument.Settings.name: ("user_id",)})
     log.warning("MONGO_URI is not set: users and job history live in memory and "
                 "are lost when the process stops")
     return AsyncMongoMockClient(tz_aware=True)

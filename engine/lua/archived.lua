@@ -8,10 +8,12 @@ local result_ttl, retention = tonumber(ARGV[1]), math.max(1, tonumber(ARGV[2]))
 for i = 3, #ARGV, 3 do
   local uid, jid, v = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local jk = keys.job(jid)
-  redis.call('LREM', keys.archive(), 1, member(uid, jid))
   local cur, status, dequeued, dropped = unpack(redis.call('HMGET', jk, 'v', 'status', 'dequeued', 'dropped'))
-  -- a later change pushed its own archive entry; that one will expire the record
+  -- A later change is listed after these entries: leave them all, the next pass
+  -- stores that version and drops them then. So any number of archivers (one per
+  -- API process) may mark the same batch: none removes a newer change's entry.
   if (cur or '0') == v then
+    redis.call('LREM', keys.archive(), 0, member(uid, jid))  -- every entry is this version or older
     -- dropped: it left the ready list unread (QUEUE_MAX_READY, cap_ready in _lib.lua)
     if status == 'CANCELLED' or dequeued or dropped then
       redis.call('EXPIRE', jk, retention)

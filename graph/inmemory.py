@@ -1,0 +1,266 @@
+"""Keeping the in-memory MongoDB (mongomock) fast for the job history.
+
+mongomock answers every query by testing every document, copies every match
+and sorts them all before it applies the limit: `jobs(first: 20)` over 100,000
+archived jobs took seconds, and as mongomock-motor runs on the event loop,
+the archiver and an in-process worker stalled with it. Two narrow patches:
+
+- each collection keeps its `_id`s in sorted order (a list kept with bisect,
+  updated where mongomock stores or deletes a document), and each field named
+  in `install(ordered_by=...)` a sorted list of `_id`s per value. A query
+  sorted by `_id` alone walks those in order and stops at its limit.
+- a cursor with a limit takes only `skip + limit` documents from mongomock.
+
+Every document walked still passes mongomock's own `filter_applies`, so a
+query answers what mongomock would; only the order of work changes. A field
+indexed this way must never change in place after insert (the jobs' `user_id`
+never does): the per-value lists follow inserts, replacements and deletes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+
+_ORDER = "_sorted_ids"  # attribute of a mongomock CollectionStore: its _SortedIds
+
+
+class _SortedIds:
+    """A collection's `_id`s in order, overall and per value of some fields."""
+
+    def __init__(self, fields: tuple[str, ...]):
+        self.fields = fields
+        self.ids: list | None = []  # None: keys that do not compare (mixed types)
+        self.by_value: dict[str, dict] = {f: {} for f in fields}
+        self.source = None  # the documents dict indexed (a drop replaces it)
+
+    def added(self, key, doc) -> None:
+        if self.ids is None:
+            return
+        try:
+            _insort(self.ids, key)
+            for field in self.fields:
+                value = doc.get(field)
+                if isinstance(value, str):
+                    _insort(self.by_value[field].setdefault(value, []), key)
+        except TypeError:  # e.g. ObjectId beside str: leave this collection to mongomock
+            self.ids = None
+
+    def removed(self, key, doc) -> None:
+        if self.ids is None:
+            return
+        _remove(self.ids, key)
+        for field in self.fields:
+            ids = self.by_value[field].get(doc.get(field))
+            if ids is not None:
+                _remove(ids, key)
+
+    def candidates(self, spec: dict) -> list | None:
+        """The sorted `_id`s a query must look at: one value's, or all."""
+        if self.ids is None:
+            return None
+        for field in self.fields:
+            value = _equality(spec, field)
+            if isinstance(value, str):
+                return self.by_value[field].get(value, [])
+        return self.ids
+
+
+def _insort(ids: list, key) -> None:
+    if not ids or ids[-1] < key:  # the common case: ObjectId-like keys arrive in order
+        ids.append(key)
+    else:
+        i = bisect.bisect_left(ids, key)
+        if i == len(ids) or ids[i] != key:
+            ids.insert(i, key)
+
+
+def _remove(ids: list, key) -> None:
+    i = bisect.bisect_left(ids, key)
+    if i < len(ids) and ids[i] == key:
+        del ids[i]
+
+
+def _equality(spec: dict, field: str):
+    """The value `spec` requires `field` to equal (top level or in a top-level $and)."""
+    if field in spec:
+        return spec[field]
+    for part in spec.get("$and", ()):
+        if isinstance(part, dict) and field in part:
+            return part[field]
+    return None
+
+
+def _in_range(ids: list, bounds, direction: int):
+    """`ids` in the query's direction, from its `_id` bound on (a page `after` a cursor)."""
+    lo, hi = 0, len(ids)
+    if isinstance(bounds, dict):
+        try:
+            if "$lt" in bounds:
+                hi = bisect.bisect_left(ids, bounds["$lt"])
+            elif "$lte" in bounds:
+                hi = bisect.bisect_right(ids, bounds["$lte"])
+            if "$gt" in bounds:
+                lo = bisect.bisect_right(ids, bounds["$gt"])
+            elif "$gte" in bounds:
+                lo = bisect.bisect_left(ids, bounds["$gte"])
+        except TypeError:  # a bound of another type: walk all, the filter decides
+            lo, hi = 0, len(ids)
+    if direction < 0:
+        return (ids[i] for i in range(hi - 1, lo - 1, -1))
+    return (ids[i] for i in range(lo, hi))
+
+
+def _plain_set(document):
+    """The fields of an update that is `{"$set": {...}}` on top-level names alone."""
+    if not isinstance(document, dict) or list(document) != ["$set"]:
+        return None
+    fields = document["$set"]
+    if not isinstance(fields, dict) or not fields:
+        return None
+    if any(not isinstance(k, str) or k.startswith("$") or "." in k for k in fields):
+        return None
+    return fields
+
+
+def _unique_beyond_id(store) -> bool:
+    """Unique indexes other than `_id`'s: mongomock checks those on write, keep it so."""
+    return any(ix.get("unique") and [k for k, _ in ix.get("key", ())] != ["_id"]
+               for ix in store.indexes.values())
+
+
+def _result(collection, matched: int, modified: int, upserted, existing: bool) -> dict:
+    """What mongomock's Collection._update returns."""
+    return {"connectionId": collection.database.client._id, "err": None, "n": matched,
+            "nModified": modified if existing else 0, "ok": 1, "upserted": upserted,
+            "updatedExisting": existing}
+
+
+def _id_sort(sort) -> int | None:
+    """1 or -1 when a query sorts by `_id` alone, else None."""
+    if not sort:
+        return None
+    items = list(sort.items()) if isinstance(sort, dict) else list(sort)
+    if len(items) == 1 and items[0][0] == "_id":
+        return -1 if items[0][1] < 0 else 1
+    return None
+
+
+def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
+    """Patch mongomock once; `ordered_by` names, per collection, the fields that
+    get a sorted list of `_id`s per value (for example {"jobs": ("user_id",)})."""
+    import mongomock.collection
+    import mongomock.store
+    from bson import BSON, ObjectId
+    from mongomock import helpers
+    from mongomock.filtering import filter_applies
+
+    store_cls = mongomock.store.CollectionStore
+    if getattr(store_cls, "_patched_for_order", False):
+        return
+
+    def order_of(store) -> _SortedIds:
+        order = store.__dict__.get(_ORDER)
+        if order is None or order.source is not store._documents:
+            # first use, or the collection was dropped: index what it holds now
+            order = _SortedIds(tuple(ordered_by.get(store.name, ())))
+            for key, doc in store._documents.items():
+                order.added(key, doc)
+            order.source = store._documents
+            store.__dict__[_ORDER] = order
+        return order
+
+    set_item, del_item = store_cls.__setitem__, store_cls.__delitem__
+
+    def setitem(self, key, val):
+        old = self._documents.get(key)
+        set_item(self, key, val)
+        order = order_of(self)
+        if old is not None:
+            order.removed(key, old)
+        order.added(key, val)
+
+    def delitem(self, key):
+        old = self._documents.get(key)
+        del_item(self, key)
+        if old is not None:
+            order_of(self).removed(key, old)
+
+    get_dataset = mongomock.collection.Collection._get_dataset
+
+    def get_dataset_in_order(self, spec, sort, fields, as_class):
+        direction = _id_sort(sort)
+        store = self._store
+        if direction is None or store._ttl_indexes:
+            yield from get_dataset(self, spec, sort, fields, as_class)
+            return
+        ids = order_of(store).candidates(spec)
+        if ids is None:
+            yield from get_dataset(self, spec, sort, fields, as_class)
+            return
+        # mongomock-motor runs each call to its end on the event loop: no write
+        # lands while this walks
+        documents = store._documents
+        for key in _in_range(ids, _equality(spec, "_id"), direction):
+            doc = documents.get(key)
+            if doc is not None and filter_applies(spec, doc):
+                yield self._copy_only_fields(doc, fields, as_class)
+
+    compute_results = mongomock.collection.Cursor._compute_results
+
+    def compute_results_up_to_limit(self, with_limit_and_skip=False):
+        """With a limit, take skip + limit documents, not all of them."""
+        if not (with_limit_and_skip and self._limit and self._limit > 0):
+            return compute_results(self, with_limit_and_skip)
+        wanted = (self._factory, self._skip, self._limit)
+        if getattr(self, "_limited_for", None) != wanted:
+            docs = itertools.islice(self._factory(), self._skip + self._limit)
+            if self.collection.codec_options.tz_aware:
+                from mongomock import helpers
+
+                docs = (helpers.make_datetime_timezone_aware_in_document(d) for d in docs)
+            self._limited = list(docs)[self._skip:]
+            self._limited_for = wanted
+        return self._limited
+
+    update = mongomock.collection.Collection._update
+
+    def update_by_id(self, spec, document, upsert=False, manipulate=False, multi=False,
+                     check_keys=False, **kwargs):
+        """An update of one document named by `_id` that only `$set`s top-level
+        fields (each archiver upsert): the same outcome without mongomock's
+        per-field machinery. Anything else, or a case in doubt, goes to mongomock."""
+        key = spec.get("_id") if isinstance(spec, dict) else None
+        fields = _plain_set(document)
+        if (fields is None or multi or kwargs.get("session") or kwargs.get("hint")
+                or kwargs.get("array_filters") or not isinstance(key, (str, ObjectId))
+                or self._store._ttl_indexes or _unique_beyond_id(self._store)):
+            return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
+        fields = helpers.patch_datetime_awareness_in_document(fields)
+        if fields.get("_id", key) != key:
+            return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
+        store = self._store
+        old = store._documents.get(key)
+        if old is not None and filter_applies(spec, old):
+            new = {**old, **fields}
+            changed = new != old
+            if changed:
+                store[key] = new
+            return _result(self, 1, int(changed), None, True)
+        if old is not None or not upsert:  # no match; an upsert would hit the unique _id
+            return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
+        new = {k: v for k, v in spec.items() if not k.startswith("$")
+               and not (isinstance(v, dict) and any(str(o).startswith("$") for o in v))}
+        new.update(fields)
+        new["_id"] = key
+        BSON.encode(new)  # what mongomock's insert checks: values MongoDB can store
+        store[key] = helpers.patch_datetime_awareness_in_document(new)
+        return _result(self, 1, 1, key, False)
+
+    store_cls.__setitem__ = setitem
+    store_cls.__delitem__ = delitem
+    mongomock.collection.Collection._get_dataset = get_dataset_in_order
+    mongomock.collection.Cursor._compute_results = compute_results_up_to_limit
+    mongomock.collection.Collection._update = update_by_id
+    store_cls._patched_for_order = True
+
