@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+log = logging.getLogger(__name__)
+
+LOOPS = ("auto", "asyncio", "uvloop")  # --loop of `python -m workers` and `python -m graph`
 
 
-def run(main) -> None:
-    """asyncio.run, with uvloop's faster event loop (it comes with uvicorn[standard])."""
+def loop_factory(name: str = "auto"):
+    """uvloop's loop factory for "uvloop", and for "auto" when uvloop is importable
+    (it comes with uvicorn[standard] and the `speed` extra); None: asyncio's own.
+    Why uvloop: its loop, transports and timers are in C (libuv), so each job's
+    and each request's scheduling costs less Python per iteration."""
+    if name == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
-        factory = None
-    else:
-        factory = uvloop.new_event_loop
+        if name == "uvloop":
+            from .startup import StartupError
+
+            raise StartupError("--loop uvloop: uvloop is not installed "
+                               "(pip install 'userqueue[speed]')") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run(main, name: str = "auto") -> None:
+    """asyncio.run, on the event loop `name` chooses (see loop_factory)."""
+    factory = loop_factory(name)
     with asyncio.Runner(loop_factory=factory) as runner:
+        log.debug("event loop: %s", type(runner.get_loop()).__module__)
         runner.run(main)
 
 

@@ -1,10 +1,12 @@
 """`python -m workers`: one worker process.
 
     python -m workers [--concurrency N] [--handler module:function] [--burst]
-                      [--isolation thread|process]
+                      [--isolation thread|process] [--processes N] [--loop auto|asyncio|uvloop]
 
 Exit codes: 0 after SIGTERM or --burst; 75 when every handler thread hung
 past the job timeout (restart it: a fresh process has its threads back).
+With --processes N a supervisor runs N such processes and starts them again
+when they die (workers/supervisor.py); it exits 0 after SIGTERM once they have.
 """
 
 from __future__ import annotations
@@ -36,7 +38,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--isolation", choices=["thread", "process"],
                    help="run sync handlers in threads, or in child processes that are "
                         "killed at the timeout (QUEUE_ISOLATION)")
-    return p.parse_args(argv)
+    p.add_argument("--processes", type=int, default=0, metavar="N",
+                   help="run N worker processes under a supervisor that restarts them "
+                        "(one event loop uses one core: N up to the cores free for workers)")
+    p.add_argument("--loop", choices=list(loop.LOOPS), default="auto",
+                   help="event loop: uvloop when installed (auto), or the named one")
+    args = p.parse_args(argv)
+    if args.processes < 0:
+        p.error("--processes must be 1 or more")
+    return args
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """The options a supervised child gets: these, without --processes."""
+    argv = ["--loop", args.loop]
+    for name in ("concurrency", "handler", "isolation"):
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
+    return argv + (["--burst"] if args.burst else [])
+
+
+def supervise(args: argparse.Namespace, settings) -> int:
+    from . import supervisor
+    from .loader import load_handler
+
+    load_handler(settings.queue_handler)  # a handler that does not load: one line, once
+    base_port = settings.metrics_port
+
+    def env_for(index: int) -> dict[str, str]:  # each child its own /metrics port
+        return {"METRICS_PORT": str(base_port + index)} if base_port else {}
+
+    return supervisor.Supervisor(
+        processes=args.processes,
+        command=supervisor.child_command(child_argv(args)),
+        stop_seconds=settings.queue_shutdown_grace_seconds + supervisor.STOP_MARGIN,
+        env_for=env_for,
+    ).run()
 
 
 async def serve(worker: Worker) -> None:
@@ -61,13 +98,15 @@ def main(argv=None) -> None:
         overrides["queue_isolation"] = args.isolation
     settings = load_settings(**overrides)
     logs.configure(settings.log_level, settings.log_format)
+    if args.processes:
+        sys.exit(supervise(args, settings))
     url = settings.redis_url or connection.embedded_url_for_worker(settings.data_dir)
     if settings.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.metrics_port)
     worker = create_worker(settings, url, burst=args.burst)
-    loop.run(serve(worker))
+    loop.run(serve(worker), args.loop)
     if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
         # A sync handler is still running in a thread: past the grace period (its
         # job was handed back) or past its timeout (its attempt failed). Python
