@@ -78,6 +78,7 @@ def supervise(args: argparse.Namespace, settings) -> int:
 
 async def serve(worker: Worker) -> None:
     event_loop = asyncio.get_running_loop()
+    log.info("worker process %d: event loop %s", os.getpid(), type(event_loop).__module__)
     for sig in (signal.SIGTERM, signal.SIGINT):
         event_loop.add_signal_handler(sig, worker.stop)
     try:
