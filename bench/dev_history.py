@@ -12,8 +12,10 @@ user u0's newest 20 jobs every 100 ms (`history_page`, what the `jobs`
 resolver runs: it first lets the archiver store what is listed). It prints the
 page's latency p50/p99, the jobs the worker ran per second, the archive
 backlog (job changes MongoDB has not stored yet) at its highest and at the
-end, how long the backlog took to drain after the load stopped, and the
-process's memory before and after the fill (per 100,000 jobs).
+end, how long the backlog took to drain after the load stopped, how late a
+10 ms timer fires (the event loop's lag: every await in a page waits about
+that long when the loop is saturated), and the process's memory before and
+after the fill (per 100,000 jobs).
 
 The side "before" is a git worktree of --before under bench/.work/, run with
 the same code below (it only uses what both revisions have). Sides alternate
@@ -106,13 +108,22 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
                     assert len(page) == 20
                     await asyncio.sleep(0.1)
 
+            lags: list[float] = []
+
+            async def watch_loop():  # how late a 10 ms timer fires: the loop's own delay
+                while not stop.is_set():
+                    t0 = time.perf_counter()
+                    await asyncio.sleep(0.01)
+                    lags.append(time.perf_counter() - t0 - 0.01)
+
             async def watch_backlog():
                 nonlocal highest
                 while not stop.is_set():
                     highest = max(highest, await backlog())
                     await asyncio.sleep(0.25)
 
-            tasks = [asyncio.create_task(read_pages()), asyncio.create_task(watch_backlog())]
+            tasks = [asyncio.create_task(read_pages()), asyncio.create_task(watch_backlog()),
+                     asyncio.create_task(watch_loop())]
             tick, per_user = 0.05, 10  # every 50 ms: rate/20 jobs, 10 per user
             per_tick = max(per_user, int(rate * tick))
             enqueued, k = 0, 0
@@ -145,6 +156,8 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
             out["page_p50_ms"] = _pct(latencies, 50) * 1000
             out["page_p99_ms"] = _pct(latencies, 99) * 1000
             out["page_max_ms"] = max(latencies) * 1000
+            out["loop_lag_p50_ms"] = _pct(lags, 50) * 1000
+            out["loop_lag_p99_ms"] = _pct(lags, 99) * 1000
         out["rss_end_mb"] = proc.memory_info().rss / 2**20
     return out
 
@@ -175,6 +188,8 @@ def _run_side(where: str, args) -> dict:
 
 ROWS = [("page_p50_ms", "jobs(first: 20) p50, ms", 1), ("page_p99_ms", "jobs(first: 20) p99, ms", 1),
         ("page_max_ms", "jobs(first: 20) max, ms", 1), ("pages", "pages read", 0),
+        ("loop_lag_p50_ms", "event loop lag p50, ms", 1),
+        ("loop_lag_p99_ms", "event loop lag p99, ms", 1),
         ("enqueued_per_s", "enqueued, jobs/s", 0), ("worker_per_s", "worker ran, jobs/s", 0),
         ("backlog_highest", "archive backlog, highest", 0),
         ("backlog_at_end", "archive backlog when load stops", 0),

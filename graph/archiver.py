@@ -33,7 +33,9 @@ class Archiver:
         self.result_ttl = result_ttl
         self.finished_retention = finished_retention
         self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # one pass at a time in this process
+        self._passes_started = 0
+        self._passes_done = 0  # the newest pass that has finished
         self._task: asyncio.Task | None = None
 
     def wake(self, *_ignored) -> None:
@@ -51,27 +53,41 @@ class Archiver:
             log.warning("final archive pass skipped: %s", exc)
 
     async def flush(self) -> None:
-        """Archive what is listed now, sharing a pass already under way."""
+        """Archive what is listed now. Flushes that wait together share one pass:
+        any pass that starts after this call reads everything listed before it."""
+        wanted = self._passes_started + 1
         async with self._lock:
+            if self._passes_done >= wanted:
+                return
             await self.run_once()
 
     async def run_once(self) -> int:
-        """One pass over the shards: what is listed when the pass starts, not what
-        arrives meanwhile. Under steady load a pass that chased the list's tail
-        would never end, and `jobs` (which flushes before it reads) would wait
-        for it. Returns the job records stored."""
+        """One pass over the shards: the entries listed when it starts, not those
+        that arrive meanwhile. Under steady load a pass that chased the list's
+        tail would never end, and `jobs` (which flushes before it reads) would
+        wait for it. Returns the job records stored."""
+        self._passes_started += 1
+        number = self._passes_started
+        try:
+            return await self._archive_listed()
+        finally:
+            self._passes_done = max(self._passes_done, number)
+
+    async def _archive_listed(self) -> int:
+        # New entries go to a list's tail, so reading `listed` entries from each
+        # shard's head reads all that were there (the total bounds each shard's).
+        # An entry left behind because its job changed meanwhile (archived.lua)
+        # is read by the next pass, which that change's event starts; its job's
+        # record is in MongoDB already, one version behind until then.
         listed = (await self.queue.shape()).archive_backlog
-        if not listed:
-            return 0
-        # each batch drops the entries it stored (archived.lua); one left behind
-        # (a newer change came meanwhile) is read again, hence the slack
-        batches = -(-listed // BATCH) + 2
         done = 0
         for base in self.queue.keys.all_bases():
-            for _ in range(batches):
-                batch = await self.queue.archive_batch(base, BATCH)
+            left = listed
+            while left > 0:
+                batch = await self.queue.archive_batch(base, min(BATCH, left))
                 if not batch:
                     break
+                left -= min(BATCH, left)
                 await save_job_snapshots(batch)
                 await self.queue.mark_archived(
                     base, batch, self.result_ttl, self.finished_retention)

@@ -111,6 +111,15 @@ def _in_range(ids: list, bounds, direction: int):
     return (ids[i] for i in range(lo, hi))
 
 
+_SCALARS = (str, int, float, type(None))  # stored as they are (bool is an int)
+
+
+def _as_stored(fields: dict, patch) -> dict:
+    """mongomock's datetime handling (naive UTC, milliseconds), applied where a
+    value is not a plain scalar: the same result without walking each field."""
+    return {k: v if isinstance(v, _SCALARS) else patch(v) for k, v in fields.items()}
+
+
 def _plain_set(document):
     """The fields of an update that is `{"$set": {...}}` on top-level names alone."""
     if not isinstance(document, dict) or list(document) != ["$set"]:
@@ -236,7 +245,7 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
                 or kwargs.get("array_filters") or not isinstance(key, (str, ObjectId))
                 or self._store._ttl_indexes or _unique_beyond_id(self._store)):
             return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
-        fields = helpers.patch_datetime_awareness_in_document(fields)
+        fields = _as_stored(fields, helpers.patch_datetime_awareness_in_document)
         if fields.get("_id", key) != key:
             return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
         store = self._store
@@ -251,10 +260,11 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
             return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
         new = {k: v for k, v in spec.items() if not k.startswith("$")
                and not (isinstance(v, dict) and any(str(o).startswith("$") for o in v))}
+        new = _as_stored(new, helpers.patch_datetime_awareness_in_document)
         new.update(fields)
         new["_id"] = key
         BSON.encode(new)  # what mongomock's insert checks: values MongoDB can store
-        store[key] = helpers.patch_datetime_awareness_in_document(new)
+        store[key] = new
         return _result(self, 1, 1, key, False)
 
     store_cls.__setitem__ = setitem
