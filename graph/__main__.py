@@ -21,7 +21,7 @@ import uvicorn
 
 from engine import logs, loop
 from engine.settings import load_settings
-from engine.startup import StartupError, exit_on_startup_error
+from engine.startup import EXIT_STARTUP, StartupError, exit_on_startup_error
 
 from .app import create_app
 from .settings import Settings
@@ -29,6 +29,7 @@ from .http.httpprotocol import TimedHttpProtocol
 from .live.wsprotocol import FanoutWebSocketProtocol
 
 
+UVICORN_STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up failed
 GRACEFUL_SHUTDOWN_SECONDS = 10  # uvicorn's wait for open requests and WebSockets at SIGTERM
 
 
@@ -117,6 +118,7 @@ def serve_processes(args: argparse.Namespace, settings: Settings) -> int:
             env_for=lambda index: env,
             pass_fds=(sock.fileno(),),
             name="API process",
+            startup_codes=(EXIT_STARTUP, UVICORN_STARTUP_FAILURE),
         ).run()
     finally:
         sock.close()

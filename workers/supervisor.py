@@ -61,9 +61,12 @@ class Supervisor:
     env_for: Callable[[int], dict[str, str]] = lambda index: {}
     pass_fds: tuple[int, ...] = ()  # inherited by the children (the API's listening socket)
     name: str = "worker process"  # in the log lines: "worker process 2 (pid 123) died"
+    # a child's exit status that means "cannot start" (bad settings, no Redis): stop
+    # all rather than restart forever; the process manager above decides what next
+    startup_codes: tuple[int, ...] = (EXIT_STARTUP,)
     slots: list[Slot] = field(default_factory=list)
     stopping_since: float | None = None
-    halt_status: int = 0  # EXIT_STARTUP once a child could not start
+    halt_status: int = 0  # a child's startup_codes status once it could not start
 
     def run(self) -> int:
         """Supervise until stopped; the exit status for the supervisor."""
@@ -131,10 +134,10 @@ class Supervisor:
             log.info("%s %d (pid %d) ended with status 0", self.name, slot.index, pid)
             slot.restart_at = None
             return None
-        if code == EXIT_STARTUP and ran < STABLE_SECONDS:
+        if code in self.startup_codes and ran < STABLE_SECONDS:
             log.error("%s %d (pid %d) could not start (status %d, see its error above): "
                       "stopping", self.name, slot.index, pid, code)
-            return EXIT_STARTUP
+            return code
         slot.deaths = 1 if ran >= STABLE_SECONDS else slot.deaths + 1
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.deaths - 1))
         slot.restart_at = now + delay
