@@ -73,6 +73,9 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
     workers.handlers.echo = echo
     proc = psutil.Process()
     settings = load_settings(Settings)
+    import gc
+
+    gc.freeze()  # as `python -m graph` does before it serves: start-up objects stay out of GC
     users = [f"u{i}" for i in range(USERS)]
     out: dict = {}
     async with open_services(settings) as services:
