@@ -12,7 +12,9 @@ user u0's newest 20 jobs every 100 ms (`history_page`, what the `jobs`
 resolver runs: it first lets the archiver store what is listed). It prints the
 page's latency p50/p99, the jobs the worker ran per second, the archive
 backlog (job changes MongoDB has not stored yet) at its highest and at the
-end, how long the backlog took to drain after the load stopped, how late a
+end, how long the backlog took to drain after the load stopped, the share of
+the load's wall time the archiver spent in its passes (and records stored per
+second of it: its capacity, awaits on Redis included), how late a
 10 ms timer fires (the event loop's lag: every await in a page waits about
 that long when the loop is saturated), and the process's memory before and
 after the fill (per 100,000 jobs).
@@ -98,6 +100,26 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
         out["fill_seconds"] = time.perf_counter() - t
         out["rss_fill_mb_per_100k"] = (proc.memory_info().rss - rss0) / 2**20 * 100_000 / jobs
 
+        # the archiver's own time: wall time inside its passes during the load (a
+        # pass still running when the load stops counts up to then), records stored
+        busy = {"seconds": 0.0, "records": 0, "from": None, "to": None, "running": None}
+        run_once = archiver.run_once
+
+        async def timed_run_once():
+            busy["running"] = t = time.perf_counter()
+            try:
+                done = await run_once()
+            finally:
+                busy["running"] = None
+            if busy["from"] is not None:
+                end = time.perf_counter() if busy["to"] is None else busy["to"]
+                busy["seconds"] += max(0.0, min(time.perf_counter(), end) - max(t, busy["from"]))
+                if busy["to"] is None or t < busy["to"]:
+                    busy["records"] += done
+            return done
+
+        archiver.run_once = timed_run_once
+
         async with _dev_worker(settings, services.redis_url):
             latencies: list[float] = []
             highest = 0
@@ -130,7 +152,7 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
             tick, per_user = 0.05, 10  # every 50 ms: rate/20 jobs, 10 per user
             per_tick = max(per_user, int(rate * tick))
             enqueued, k = 0, 0
-            t0 = time.perf_counter()
+            t0 = busy["from"] = time.perf_counter()
             ran0 = ran
             while (elapsed := time.perf_counter() - t0) < seconds:
                 due = int(elapsed / tick + 1) * per_tick
@@ -143,6 +165,12 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
                 await asyncio.sleep(max(0.0, t0 + (elapsed // tick + 1) * tick
                                         - time.perf_counter()))
             load_seconds = time.perf_counter() - t0
+            busy["to"] = t0 + load_seconds
+            if busy["running"] is not None:  # a pass spans the end of the load
+                busy["seconds"] += busy["to"] - max(busy["running"], t0)
+            out["archiver_busy_share"] = busy["seconds"] / load_seconds
+            out["archived_records_per_job"] = busy["records"] / max(1, enqueued)
+            out["archiver_records_per_busy_s"] = busy["records"] / max(busy["seconds"], 1e-9)
             out["enqueued_per_s"] = enqueued / load_seconds
             out["worker_per_s"] = (ran - ran0) / load_seconds
             out["backlog_at_end"] = await backlog()
@@ -194,6 +222,9 @@ ROWS = [("page_p50_ms", "jobs(first: 20) p50, ms", 1), ("page_p99_ms", "jobs(fir
         ("loop_lag_p50_ms", "event loop lag p50, ms", 1),
         ("loop_lag_p99_ms", "event loop lag p99, ms", 1),
         ("enqueued_per_s", "enqueued, jobs/s", 0), ("worker_per_s", "worker ran, jobs/s", 0),
+        ("archiver_busy_share", "archiver busy (share of load time)", 2),
+        ("archived_records_per_job", "records stored per job", 2),
+        ("archiver_records_per_busy_s", "records stored per busy second", 0),
         ("backlog_highest", "archive backlog, highest", 0),
         ("backlog_at_end", "archive backlog when load stops", 0),
         ("drain_seconds", "drain after load, s", 1), ("fill_seconds", "fill, s", 1),

@@ -3,7 +3,11 @@
 Workers touch Redis only; each change they make that the history must keep
 is listed on the shard's `archive` list. This task upserts those records by
 job id with a version guard (an older snapshot never overwrites a newer one),
-so several API processes may archive side by side. Once a record is safely
+then marks them archived: archived.lua drops a job's entries only while the
+version stored is still the job's current one. So several API processes
+(`python -m graph --processes N`, or N machines) archive side by side: two
+that read the same batch write the same versions twice at worst, and neither
+drops the entry of a change that came after its read. Once a record is safely
 in MongoDB, Redis is allowed to forget it after its retention time.
 """
 
