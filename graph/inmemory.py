@@ -166,7 +166,7 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
     import mongomock.collection
     import mongomock.store
     from bson import BSON, ObjectId
-    from mongomock import helpers
+    from mongomock import DuplicateKeyError, helpers
     from mongomock.filtering import filter_applies
 
     store_cls = mongomock.store.CollectionStore
@@ -230,7 +230,7 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
         if getattr(self, "_limited_for", None) != wanted:
             docs = itertools.islice(self._factory(), self._skip + self._limit)
             if self.collection.codec_options.tz_aware:
-                from mongomock import helpers
+                from mongomock import DuplicateKeyError, helpers
 
                 docs = (helpers.make_datetime_timezone_aware_in_document(d) for d in docs)
             self._limited = list(docs)[self._skip:]
@@ -261,7 +261,10 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
             if changed:
                 store[key] = new
             return _result(self, 1, int(changed), None, True)
-        if old is not None or not upsert:  # no match; an upsert would hit the unique _id
+        if old is not None and upsert:  # no match, and the upsert's insert hits the _id:
+            # what mongomock's _insert raises (a version-guarded snapshot that is not newer)
+            raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
+        if old is not None or not upsert:
             return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
         new = {k: v for k, v in spec.items() if not k.startswith("$")
                and not (isinstance(v, dict) and any(str(o).startswith("$") for o in v))}
