@@ -3,18 +3,21 @@
 mongomock answers every query by testing every document, copies every match
 and sorts them all before it applies the limit: `jobs(first: 20)` over 100,000
 archived jobs took seconds, and as mongomock-motor runs on the event loop,
-the archiver and an in-process worker stalled with it. Two narrow patches:
+the archiver and an in-process worker stalled with it. Three narrow patches:
 
 - each collection keeps its `_id`s in sorted order (a list kept with bisect,
   updated where mongomock stores or deletes a document), and each field named
   in `install(ordered_by=...)` a sorted list of `_id`s per value. A query
   sorted by `_id` alone walks those in order and stops at its limit.
 - a cursor with a limit takes only `skip + limit` documents from mongomock.
+- an update of one document by `_id` that only `$set`s top-level fields (the
+  archiver's upsert) is applied directly, not by mongomock's per-field routine.
 
 Every document walked still passes mongomock's own `filter_applies`, so a
 query answers what mongomock would; only the order of work changes. A field
 indexed this way must never change in place after insert (the jobs' `user_id`
 never does): the per-value lists follow inserts, replacements and deletes.
+tests/test_history_store.py checks the answers against a plain scan.
 """
 
 from __future__ import annotations
