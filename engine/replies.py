@@ -128,6 +128,8 @@ REPLIES: dict[str, dict[str, Callable]] = {
     "retry": {"ok": _retried, "missing": _none, "conflict": NotFinished},
     "purge": {"ok": lambda cancelled, left: (int(cancelled), int(left))},
     "recount": {"ok": int},
+    # the update's cursor; None: the lease was lost, the report discarded
+    "progress": {"ok": str, "stale": _none},
 }
 
 
