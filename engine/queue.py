@@ -389,6 +389,18 @@ class Queue:
         rows = await self.redis.xrevrange(self._updates_key(uid, jid), count=1)
         return self._update(*rows[0]) if rows else None
 
+    async def job_now(self, uid: str, jid: str) -> tuple[JobRecord | None, str | None]:
+        """The job as Redis holds it now (None: not there, or not the user's),
+        and the cursor of its newest update (None: it has none). The cursor is
+        read first: an update in between shows in the record and is replayed
+        after the cursor, never skipped."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrevrange(self._updates_key(uid, jid), count=1)
+            pipe.hgetall(Keys.job(self.keys.user_base(uid), jid))
+            last, fields = await pipe.execute()
+        record = JobRecord.from_fields(fields, jid) if fields.get("uid") == uid else None
+        return record, (last[0][0] if last else None)
+
     async def has_update(self, uid: str, jid: str, cursor: str) -> bool:
         """The job's stream still holds the update `cursor` (one can resume after it)."""
         key = self._updates_key(uid, jid)
