@@ -114,18 +114,24 @@ end
 --@helper job_update
 --@include keys, update_json, record_update
 -- An update that does not finish the job (STARTED, PROGRESS, RETRYING) or a
--- cancel: recorded in the job's stream and noted, ids only, in the shard's
--- stream, where the API's readers find it (they read the body from the job's
--- stream, and only for jobs someone listens to). shard_keep caps the shard
--- stream; nil (a start: claim has no bounds) leaves that to the next capped
--- XADD, which every start is followed by (its finish, retry or reclaim).
-local function job_update(uid, jid, kind, shard_keep)
-  local cursor = record_update(jid, kind, update_json(jid))
-  if shard_keep then
-    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', shard_keep, '*',
-               'u', uid, 'i', jid, 'c', cursor, 'k', kind)
-  else
+-- cancel: recorded in the job's stream and noted in the shard's stream, where
+-- the API's readers find it. With the bounds (bounds_at), the note is capped
+-- and carries the body when it is small (as a finish's entry does);
+-- without (a start: claim has no bounds) it holds ids only, the readers read
+-- the body from the job's stream (only for jobs someone listens to), and the
+-- cap is left to the next capped XADD, which every start is followed by (its
+-- finish, retry or reclaim).
+local function job_update(uid, jid, kind, bounds)
+  local body = update_json(jid)
+  local cursor = record_update(jid, kind, body)
+  if not bounds then
     redis.call('XADD', keys.shard_events(), '*', 'u', uid, 'i', jid, 'c', cursor, 'k', kind)
+  elseif #body <= bounds.inline then
+    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
+               'u', uid, 'i', jid, 'c', cursor, 'k', kind, 'j', body)
+  else
+    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
+               'u', uid, 'i', jid, 'c', cursor, 'k', kind)
   end
   return cursor
 end
@@ -238,7 +244,7 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_json, schedule, tally, record_update
+--@include keys, drop_lease, cap_ready, touch, job_table, schedule, tally, record_update
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
 -- One entry of the shard's stream serves both `processed` and jobUpdates: it
 -- names the job (i) and its terminal update's cursor (x) in the job's stream.
@@ -253,10 +259,12 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   touch(uid, jid)
-  local body = job_json(jid)
+  local job = job_table(jid)
+  local body = cjson.encode(job)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
                             'j', body)
-  local update = record_update(jid, status, body)
+  job.data = nil  -- as in update_json: the job's stream keeps no copy of the request
+  local update = record_update(jid, status, cjson.encode(job))
   if #body <= bounds.inline then
     redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
                'u', uid, 'c', cursor, 'i', jid, 'x', update, 'j', body)
@@ -287,7 +295,7 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   drop_lease(uid, jid)
   redis.call('LPUSH', keys.pending(uid), jid)
   count_queued(uid, 1, t)
-  job_update(uid, jid, 'RETRYING', bounds.shard_keep)
+  job_update(uid, jid, 'RETRYING', bounds)
   if delay <= 0 then
     schedule(uid, quiet)
   else

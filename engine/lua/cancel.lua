@@ -14,7 +14,7 @@ local t = now_ms()
 redis.call('HSET', jk, 'status', 'CANCELLED', 'finished', t)
 touch(uid, jid)
 count_queued(uid, -1, t)
-job_update(uid, jid, 'CANCELLED', bounds_at(3).shard_keep)
+job_update(uid, jid, 'CANCELLED', bounds_at(3))
 local state = redis.call('GET', keys.state(uid))
 local left = redis.call('LLEN', pending)
 if state == 'r' and left == 0 then

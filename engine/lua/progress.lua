@@ -14,4 +14,4 @@ else
   redis.call('HSET', jk, 'progress', ARGV[4])
   redis.call('HDEL', jk, 'pmsg')
 end
-return {'ok', job_update(uid, jid, 'PROGRESS', bounds_at(7).shard_keep)}
+return {'ok', job_update(uid, jid, 'PROGRESS', bounds_at(7))}

@@ -9,7 +9,7 @@ local jids = redis.call('LRANGE', pending, 0, batch - 1)
 for _, jid in ipairs(jids) do
   redis.call('HSET', keys.job(jid), 'status', 'CANCELLED', 'finished', t)
   touch(uid, jid)
-  job_update(uid, jid, 'CANCELLED', bounds_at(3).shard_keep)
+  job_update(uid, jid, 'CANCELLED', bounds_at(3))
 end
 redis.call('LTRIM', pending, #jids, -1)
 count_queued(uid, -#jids, t)

@@ -184,11 +184,13 @@ class EventHub:
         return await self.queue.event_bodies(wanted) if wanted else {}
 
     async def _updates(self, entries: list[ShardEvent]) -> dict[tuple[str, str, str], Update]:
-        """The updates the shard stream notes (ids only: see job_update in
-        engine/lua/_lib.lua) of jobs someone listens to, read from their jobs'
-        streams in one pipelined round trip per batch."""
+        """The updates the shard stream notes without their body (STARTED, or a
+        large one: see job_update in engine/lua/_lib.lua) of jobs someone
+        listens to, read from their jobs' streams in one pipelined round trip
+        per batch."""
         wanted = [(e.user_id, e.job_id, e.cursor) for e in entries
-                  if e.kind is not None and (e.user_id, e.job_id) in self._listeners]
+                  if e.kind is not None and e.body is None
+                  and (e.user_id, e.job_id) in self._listeners]
         return await self.queue.update_bodies(wanted) if wanted else {}
 
     def _dispatch(self, entry: ShardEvent, bodies: dict[tuple[str, str], str],
@@ -196,7 +198,11 @@ class EventHub:
         uid = entry.user_id
         if entry.kind is not None:  # a job's update: for its jobUpdates listeners only
             listeners = self._listeners.get((uid, entry.job_id))
-            update = listeners and updates.get((uid, entry.job_id, entry.cursor))
+            if not listeners:
+                return
+            update = (Update(entry.cursor, UpdateKind(entry.kind), JobRecord.from_json(entry.body))
+                      if entry.body is not None
+                      else updates.get((uid, entry.job_id, entry.cursor)))
             if update:  # else: gone already, or a listener came while it was read (see below)
                 self._to_job(listeners, update)
             return
