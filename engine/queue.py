@@ -233,7 +233,8 @@ class Queue:
 
     async def progress(self, job: Claimed, value: float, message: str | None) -> str | None:
         """Record a progress report of the attempt `job` holds (progress.lua):
-        the update's cursor, or None when the lease was lost (nothing recorded)."""
+        the update's cursor ("" when nobody follows the job: stored on it, no
+        update), or None when the lease was lost (nothing recorded)."""
         return await self._call(
             "progress", self.keys.user_base(job.user_id), job.user_id, job.job_id, job.token,
             repr(float(value)), "0" if message is None else "1", message or "",
@@ -389,17 +390,12 @@ class Queue:
         rows = await self.redis.xrevrange(self._updates_key(uid, jid), count=1)
         return self._update(*rows[0]) if rows else None
 
-    async def job_now(self, uid: str, jid: str) -> tuple[JobRecord | None, str | None]:
-        """The job as Redis holds it now (None: not there, or not the user's),
-        and the cursor of its newest update (None: it has none). The cursor is
-        read first: an update in between shows in the record and is replayed
-        after the cursor, never skipped."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xrevrange(self._updates_key(uid, jid), count=1)
-            pipe.hgetall(Keys.job(self.keys.user_base(uid), jid))
-            last, fields = await pipe.execute()
-        record = JobRecord.from_fields(fields, jid) if fields.get("uid") == uid else None
-        return record, (last[0][0] if last else None)
+    async def watch(self, uid: str, jid: str) -> tuple[JobRecord | None, str | None]:
+        """A jobUpdates subscription starts (watch.lua): the job's updates are
+        recorded from now on. The job as Redis holds it (None: not there, or
+        not the user's) and the cursor of its newest update (None: none yet),
+        both as of that moment."""
+        return await self._call("watch", self.keys.user_base(uid), uid, jid)
 
     async def has_update(self, uid: str, jid: str, cursor: str) -> bool:
         """The job's stream still holds the update `cursor` (one can resume after it)."""

@@ -107,17 +107,32 @@ async def test_every_update_once_in_order_across_two_reconnects(
 async def test_first_update_is_the_current_state_and_a_finished_job_completes(
         api_process, client, workers):
     job_id = client.enqueue(json.dumps({"steps": 2, "fail": 1, "gap": 0.12}))["id"]
+    started = asyncio.Event()
+    live = asyncio.create_task(updates(api_process, client.token, job_id, started=started))
+    await listening(started, api_process)
     assert workers.run_burst("--handler", "tests.handlers:progress_async").returncode == 0
-    [only] = await updates(api_process, client.token, job_id)  # completes after one
-    assert (only["kind"], only["job"]["status"], only["job"]["progress"]) == (
-        "COMPLETED", "COMPLETED", 1.0)
-    replay = await updates(api_process, client.token, job_id, after="0-0")
-    assert [(u["kind"], u["job"]["attempts"], u["job"]["progress"]) for u in replay] == [
+    heard = await live  # until the subscription completes
+    assert [(u["kind"], u["job"]["attempts"], u["job"]["progress"]) for u in heard] == [
+        ("QUEUED", 0, None),
         ("STARTED", 1, None), ("PROGRESS", 1, 0.5), ("PROGRESS", 1, 1.0), ("RETRYING", 1, 1.0),
         ("STARTED", 2, None), ("PROGRESS", 2, 0.5), ("PROGRESS", 2, 1.0), ("COMPLETED", 2, 1.0)]
-    assert replay[-1]["cursor"] == only["cursor"]
-    tail = await updates(api_process, client.token, job_id, after=replay[3]["cursor"])
-    assert tail == replay[4:], "an exact replay from any cursor"
+    assert heard[0]["cursor"] == "0-0", "no update yet: the cursor replays them all"
+    [only] = await updates(api_process, client.token, job_id)  # finished: one, then complete
+    assert (only["kind"], only["job"]["status"], only["job"]["progress"]) == (
+        "COMPLETED", "COMPLETED", 1.0)
+    assert only["cursor"] == heard[-1]["cursor"]
+    replay = await updates(api_process, client.token, job_id, after="0-0")
+    assert replay == heard[1:]
+    tail = await updates(api_process, client.token, job_id, after=heard[4]["cursor"])
+    assert tail == heard[5:], "an exact replay from any cursor"
+
+
+async def test_a_job_nobody_followed_gets_its_final_state_only(api_process, client, workers):
+    job_id = client.enqueue(json.dumps({"steps": 2}))["id"]
+    assert workers.run_burst("--handler", "tests.handlers:progress_sync").returncode == 0
+    for after in (None, "0-0"):
+        [only] = await updates(api_process, client.token, job_id, after=after)
+        assert (only["kind"], only["job"]["processedData"]) == ("COMPLETED", f"{job_id} done")
 
 
 async def test_a_cancelled_job_ends_its_updates(api_process, client):
@@ -132,7 +147,11 @@ async def test_a_cancelled_job_ends_its_updates(api_process, client):
 async def test_reports_closer_than_100ms_are_merged_and_the_last_is_kept(
         api_process, client, workers):
     job_id = client.enqueue(json.dumps({"seconds": 0.5}))["id"]
+    started = asyncio.Event()
+    live = asyncio.create_task(updates(api_process, client.token, job_id, started=started))
+    await listening(started, api_process)
     assert workers.run_burst("--handler", "tests.handlers:progress_flood").returncode == 0
+    assert (await live)[-1]["kind"] == "COMPLETED"
     job = client.call("query($id: ID!){job(id: $id){processedData progress progressMessage}}",
                       {"id": job_id})["job"]
     calls = int(job["processedData"])
@@ -182,17 +201,26 @@ async def test_a_report_of_a_worker_whose_lease_was_lost_is_discarded(
     """The first worker is frozen (SIGSTOP) mid-job past its 1 s lease, a second
     reclaims and runs the job again; thawed, the first reports on: discarded."""
     job_id = client.enqueue(json.dumps({"steps": 8, "gap": 0.5}))["id"]
+    started = asyncio.Event()
+    live = asyncio.create_task(updates(api_process, client.token, job_id, started=started,
+                                       timeout=120))
+    await listening(started, api_process)
     frozen = workers.start("--handler", "tests.handlers:progress_sync", QUEUE_LEASE_SECONDS="1")
-    wait_until(lambda: (client.call("query($id: ID!){job(id: $id){progress}}", {"id": job_id})
-                        ["job"]["progress"] or 0) >= 0.25, 30, message="the first attempt reports")
+    await asyncio.to_thread(
+        wait_until, lambda: (client.call("query($id: ID!){job(id: $id){progress}}",
+                                         {"id": job_id})["job"]["progress"] or 0) >= 0.25,
+        30, message="the first attempt reports")
     frozen.send_signal(signal.SIGSTOP)
     try:
         workers.start("--handler", "tests.handlers:progress_sync", QUEUE_LEASE_SECONDS="1")
-        wait_until(lambda: client.call("query($id: ID!){job(id: $id){attempts}}", {"id": job_id})
-                   ["job"]["attempts"] == 2, 30, message="the second worker reclaims it")
+        await asyncio.to_thread(
+            wait_until, lambda: client.call("query($id: ID!){job(id: $id){attempts}}",
+                                            {"id": job_id})["job"]["attempts"] == 2,
+            30, message="the second worker reclaims it")
     finally:
         frozen.send_signal(signal.SIGCONT)  # it reports on, under its lost lease
-    heard = await updates(api_process, client.token, job_id, after="0-0", timeout=60)
+    heard = await live
+    assert heard == [heard[0]] + await updates(api_process, client.token, job_id, after="0-0")
     retried = next(i for i, u in enumerate(heard) if u["kind"] == "RETRYING")
     later = heard[retried + 1:]
     assert [u["kind"] for u in later] == ["STARTED"] + ["PROGRESS"] * 8 + ["COMPLETED"]

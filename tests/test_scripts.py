@@ -140,7 +140,10 @@ async def test_every_status_of_every_script_reads_as_a_value_or_an_exception(
     assert await queue.cancel(ann, "no-such-job") is None
 
     [job] = (await queue.claim(base, 1, "w", 30)).jobs
-    assert (await queue.progress(job, 0.5, "half")).count("-") == 1, "a cursor"
+    assert await queue.progress(job, 0.4, None) == "", "stored, nobody follows it"
+    assert (await queue.watch(ann, job.job_id))[0].progress == 0.4
+    assert await queue.watch(ann, "no-such-job") == (None, None)
+    assert (await queue.progress(job, 0.5, "half")).count("-") == 1, "followed: a cursor"
     with pytest.raises(NotQueued) as conflict:
         await queue.cancel(ann, job.job_id)
     assert conflict.value.status == "PROCESSING"

@@ -111,6 +111,16 @@ local function record_update(jid, kind, body)
                     'k', kind, 'j', body)
 end
 
+--@helper watched
+--@include keys
+-- Someone has subscribed to the job's updates (watch.lua set `w`). Only such
+-- a job's updates are recorded: a cursor comes from a subscription, so nobody
+-- can ask to replay what came before the first one, and a job nobody follows
+-- costs no stream (a stream takes about 4.7 KB however small its entries).
+local function watched(jid)
+  return redis.call('HEXISTS', keys.job(jid), 'w') == 1
+end
+
 --@helper job_update
 --@include keys, update_json, record_update
 -- An update that does not finish the job (STARTED, PROGRESS, RETRYING) or a
@@ -137,11 +147,11 @@ local function job_update(uid, jid, kind, bounds)
 end
 
 --@helper attempt_started
---@include keys, job_update
+--@include keys, watched, job_update
 -- A new attempt starts without progress, and jobUpdates hears STARTED.
 local function attempt_started(uid, jid)
   redis.call('HDEL', keys.job(jid), 'progress', 'pmsg')
-  job_update(uid, jid, 'STARTED')
+  if watched(jid) then job_update(uid, jid, 'STARTED') end
 end
 
 --@helper expire_job
@@ -246,8 +256,9 @@ end
 --@helper finish_terminal
 --@include keys, drop_lease, cap_ready, touch, job_table, schedule, tally, record_update
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
--- One entry of the shard's stream serves both `processed` and jobUpdates: it
--- names the job (i) and its terminal update's cursor (x) in the job's stream.
+-- One entry of the shard's stream serves both `processed` and jobUpdates: for
+-- a watched job it names the job (i) and its terminal update's cursor (x) in
+-- the job's stream.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
 -- from the user's stream), so it holds at most shard_keep x inline bytes of them.
@@ -263,21 +274,22 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   local body = cjson.encode(job)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
                             'j', body)
-  job.data = nil  -- as in update_json: the job's stream keeps no copy of the request
-  local update = record_update(jid, status, cjson.encode(job))
-  if #body <= bounds.inline then
-    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
-               'u', uid, 'c', cursor, 'i', jid, 'x', update, 'j', body)
-  else
-    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
-               'u', uid, 'c', cursor, 'i', jid, 'x', update)
+  local entry = {'u', uid, 'c', cursor}
+  if job.w then  -- followed by jobUpdates: its terminal update
+    job.data = nil  -- as in update_json: the job's stream keeps no copy of the request
+    local update = record_update(jid, status, cjson.encode(job))
+    entry[#entry + 1], entry[#entry + 2], entry[#entry + 3], entry[#entry + 4] = 'i', jid, 'x', update
   end
+  if #body <= bounds.inline then
+    entry[#entry + 1], entry[#entry + 2] = 'j', body
+  end
+  redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*', unpack(entry))
   schedule(uid, quiet)
   return cursor
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule, count_queued, job_update
+--@include keys, finish_terminal, drop_lease, schedule, count_queued, watched, job_update
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
 -- Returns 'failed' or 'retry'.
@@ -295,7 +307,7 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   drop_lease(uid, jid)
   redis.call('LPUSH', keys.pending(uid), jid)
   count_queued(uid, 1, t)
-  job_update(uid, jid, 'RETRYING', bounds)
+  if watched(jid) then job_update(uid, jid, 'RETRYING', bounds) end
   if delay <= 0 then
     schedule(uid, quiet)
   else

@@ -327,8 +327,9 @@ class EventHub:
         key = (uid, jid)
         listener = self.add(key, record.request_data)
         try:
+            # from here on the job's updates are recorded, and this listener hears them
+            live, cursor = await self.queue.watch(uid, jid)
             if after is None:
-                live, cursor = await self.queue.job_now(uid, jid)
                 current = live or record
                 kind = UpdateKind.of_status(current.status)
                 cursor = cursor or "0-0"
@@ -342,6 +343,11 @@ class EventHub:
                 yield update
                 if update[1].terminal:
                     return
+            current = live or record
+            if after is not None and current.status.terminal:
+                # it ended before anyone followed it ("0-0"): its end was not recorded
+                yield cursor or "0-0", UpdateKind.of_status(current.status), current
+                return
             while True:
                 if sink is not None and listener.events.empty() and not listener.ended:
                     listener.sink = sink  # caught up: the reader sends from here on
