@@ -219,17 +219,24 @@ class Queue:
         claim_n: int,
         owner: str,
         lease_seconds: float,
+        progress: tuple[float, str | None] | None = None,
     ) -> Batch:
-        """Record an attempt's outcome and claim up to claim_n more jobs."""
+        """Record an attempt's outcome and claim up to claim_n more jobs.
+        `progress`: the attempt's last progress report not written yet, recorded
+        first in the same script (so a fast job's reports cost no extra call)."""
         return await self._call("finish", self.keys.user_base(job.user_id),
-                                *self._finish_args(job, ok, value, claim_n, owner, lease_seconds))
+                                *self._finish_args(job, ok, value, claim_n, owner, lease_seconds,
+                                                   progress))
 
     def _finish_args(self, job: Claimed, ok: bool, value: str, claim_n: int, owner: str,
-                     lease_seconds: float) -> list:
+                     lease_seconds: float, progress: tuple[float, str | None] | None = None
+                     ) -> list:
         p = self.policy
+        report = [""] if progress is None else [
+            repr(float(progress[0])), "0" if progress[1] is None else "1", progress[1] or ""]
         return [job.user_id, job.job_id, job.token, "ok" if ok else "error", value,
                 p.max_attempts, int(p.retry_base_seconds * 1000),
-                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args()]
+                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args(), *report]
 
     async def progress(self, job: Claimed, value: float, message: str | None) -> str | None:
         """Record a progress report of the attempt `job` holds (progress.lua):

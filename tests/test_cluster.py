@@ -331,7 +331,7 @@ async def test_job_updates_reach_their_owner_only_on_a_cluster(cluster_settings,
     try:
         api.start()
         users = [await asyncio.to_thread(lambda: api.client().as_user()) for _ in range(6)]
-        jobs = [await asyncio.to_thread(u.enqueue, json.dumps({"steps": 3, "gap": 0.12}))
+        jobs = [await asyncio.to_thread(u.enqueue, json.dumps({"steps": 3, "gap": 0.2}))
                 for u in users]
         started = [asyncio.Event() for _ in users]
         listeners = [asyncio.create_task(updates(api, u.token, j["id"], started=s, timeout=90))

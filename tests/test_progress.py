@@ -106,7 +106,7 @@ async def test_every_update_once_in_order_across_two_reconnects(
 
 async def test_first_update_is_the_current_state_and_a_finished_job_completes(
         api_process, client, workers):
-    job_id = client.enqueue(json.dumps({"steps": 2, "fail": 1, "gap": 0.12}))["id"]
+    job_id = client.enqueue(json.dumps({"steps": 2, "fail": 1, "gap": 0.2}))["id"]
     started = asyncio.Event()
     live = asyncio.create_task(updates(api_process, client.token, job_id, started=started))
     await listening(started, api_process)

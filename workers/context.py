@@ -9,12 +9,16 @@
 `job.id` and `job.attempt` (1 for the first attempt) are there too. A handler
 that declares one parameter is called with the request data alone, as before.
 
-Reports are merged, not queued: one written less than INTERVAL after the
-previous write is held, and the latest held one is written INTERVAL after
-that write, or before the attempt's outcome at the latest (`Progress.close`),
-so the last report of an attempt always reaches Redis, before its result.
-A handler that reports 100,000 times a second costs Redis ten writes a second
-and itself a lock and a clock read per call. A report whose attempt has lost
+Reports are merged, not queued: one made less than INTERVAL after the
+previous write (or after the attempt started: its STARTED update) is held,
+and the latest held one is written INTERVAL after that write, or with the
+attempt's outcome, in the same script as its result (`Progress.close` hands
+it to `finish`): the last report of an attempt always reaches Redis, never
+after its result, and a job that ends within INTERVAL costs no extra call.
+A report that is written at once returns (in a sync handler) once Redis has
+it; a held one returns at once. A handler that reports 100,000 times a
+second costs Redis ten writes a second and itself a lock and a clock read
+per call. A report whose attempt has lost
 its lease is discarded by progress.lua, like the attempt's result; one made
 after the attempt ended (a sync handler still running past its timeout) is
 dropped here.
@@ -81,13 +85,14 @@ class Progress:
         self._interval = interval
         self._lock = threading.Lock()  # handler thread and loop both touch what follows
         self._held: Report | None = None
-        self._last = -math.inf  # when the last write started (monotonic)
+        self._last = time.monotonic()  # the last write's start; first: the attempt's
         self._timed = False  # a write of the held report is scheduled
         self._closed = False
         self._writing = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
+        self._timer_handle: asyncio.TimerHandle | None = None
 
-    def _offer(self, report: Report) -> bool:
+    def _offer(self, report: Report, on_loop: bool = False) -> bool:
         """Hold the report; True when the caller is to write it now."""
         with self._lock:
             if self._closed:
@@ -101,10 +106,19 @@ class Progress:
                 return True
             self._timed = True
             delay = self._last + self._interval - now
-        self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._timer)
+        if on_loop:
+            self._arm(delay)
+        else:
+            self._loop.call_soon_threadsafe(self._arm, delay)
         return False
 
+    def _arm(self, delay: float) -> None:
+        if not self._closed:
+            self._timer_handle = self._loop.call_later(delay, self._timer)
+
     def _timer(self) -> None:
+        if self._closed:
+            return
         task = self._loop.create_task(self._write_held())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -126,7 +140,7 @@ class Progress:
 
     async def report(self, value, message=None) -> None:
         """From the loop (an async handler)."""
-        if self._offer(checked(value, message)):
+        if self._offer(checked(value, message), on_loop=True):
             await self._write_held()
 
     def report_from_thread(self, value, message=None) -> None:
@@ -137,17 +151,26 @@ class Progress:
             except RuntimeError:  # the worker's loop is closed: nobody to record it
                 pass
 
-    async def close(self) -> None:
-        """The attempt is over: write what is held (before its outcome), drop what comes later."""
+    async def close(self) -> Report | None:
+        """The attempt is over: later reports are dropped. Answers the report
+        still held, for `finish` to record with the outcome (once a write in
+        flight is done, so the order holds)."""
         with self._lock:
             self._closed = True
-        await self._write_held()
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        async with self._writing:
+            with self._lock:
+                report, self._held = self._held, None
+        return report
 
     def abandon(self) -> None:
         """The attempt was cancelled (shutdown hands the job back): write nothing more."""
         with self._lock:
             self._closed = True
             self._held = None
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
 
 
 class JobContext:

@@ -367,10 +367,25 @@ class Worker:
 
     async def _attempt(self, job: Claimed) -> Outcome:
         """The handler's failure of any kind is the job's, not the worker's: only
-        the worker's own cancellation (shutdown) passes through."""
+        the worker's own cancellation (shutdown) passes through. A handler that
+        takes the job context gets one for this attempt; the report it still
+        holds at the end goes with the outcome (workers/context.py). On
+        shutdown's cancel nothing more is written: the job is handed back."""
+        if not self._takes_job:
+            return await self._outcome(job, None)
+        progress = Progress(partial(self.queue.progress, job), asyncio.get_running_loop())
+        try:
+            outcome = await self._outcome(job, progress)
+        except asyncio.CancelledError:
+            progress.abandon()
+            raise
+        outcome.progress = await progress.close()
+        return outcome
+
+    async def _outcome(self, job: Claimed, progress: Progress | None) -> Outcome:
         started = time.perf_counter()
         try:
-            return await self._call(job)
+            return await self._call(job, progress)
         except HandlerTimeout:
             return Outcome(False, f"timed out after {self.config.job_timeout_seconds:g}s",
                            "timeout")
@@ -383,29 +398,14 @@ class Worker:
         finally:
             metrics.HANDLER_SECONDS.observe(time.perf_counter() - started)
 
-    async def _call(self, job: Claimed) -> Outcome:
-        """The handler's outcome; HandlerTimeout once it has run for the job timeout.
-
-        A handler that takes the job context gets one for this attempt; its
-        last progress report is written before this returns, so before the
-        outcome (workers/context.py). On shutdown's cancel nothing more is
-        written: the job is handed back."""
-        if not self._takes_job:
+    async def _call(self, job: Claimed, progress: Progress | None) -> Outcome:
+        """The handler's outcome; HandlerTimeout once it has run for the job timeout."""
+        if progress is None:
             return await self._run(self.handler, job.data)
-        progress = Progress(partial(self.queue.progress, job), asyncio.get_running_loop())
         context = (AsyncJobContext if self._is_async else JobContext)(
             job.job_id, job.attempts, progress)
         handler = self.handler
-        try:
-            outcome = await self._run(lambda data: handler(data, context), job.data)
-        except asyncio.CancelledError:
-            progress.abandon()
-            raise
-        except BaseException:
-            await progress.close()
-            raise
-        await progress.close()
-        return outcome
+        return await self._run(lambda data: handler(data, context), job.data)
 
     async def _run(self, handler: Callable, data: str) -> Outcome:
         timeout = self.config.job_timeout_seconds
@@ -428,7 +428,7 @@ class Worker:
             try:
                 batch = await self.queue.finish(
                     job, outcome.ok, outcome.value, claim_n=claim_n, owner=self.owner,
-                    lease_seconds=self.config.lease_seconds,
+                    lease_seconds=self.config.lease_seconds, progress=outcome.progress,
                 )
                 break
             except (RedisError, OSError) as exc:

@@ -146,6 +146,24 @@ local function job_update(uid, jid, kind, bounds)
   return cursor
 end
 
+--@helper record_progress
+--@include keys, watched, job_update
+-- A progress report of the attempt that holds the job (the caller checked
+-- the lease): stored on the job and, if someone follows it, sent as a
+-- PROGRESS update. value is text (0..1); message nil: none. Returns the
+-- update's cursor, '' when the job is not watched.
+local function record_progress(uid, jid, value, message, bounds)
+  local jk = keys.job(jid)
+  if message then
+    redis.call('HSET', jk, 'progress', value, 'pmsg', message)
+  else
+    redis.call('HSET', jk, 'progress', value)
+    redis.call('HDEL', jk, 'pmsg')
+  end
+  if not watched(jid) then return '' end
+  return job_update(uid, jid, 'PROGRESS', bounds)
+end
+
 --@helper attempt_started
 --@include keys, watched, job_update
 -- A new attempt starts without progress, and jobUpdates hears STARTED.
