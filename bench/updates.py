@@ -2,6 +2,11 @@
 
     python -m bench.updates cost [--old 2d7dd69] [--reps 3] [--jobs 10000]
     python -m bench.updates listeners [--listeners 5000] [--rate 1000] [--seconds 20]
+    python -m bench.updates calls
+
+calls: a handler calling `job.progress` as fast as it can for 1 s, async and
+sync (in a thread), against a stand-in write that takes 1 ms: calls/s the
+handler makes and the writes they become (the coalescing of workers/context.py).
 
 cost: scenario 2 (1,000 users, concurrency 50) drained by one worker, in turn:
   old        the `--old` revision's worker and no-op handler (before this feature)
@@ -235,6 +240,49 @@ async def produce(queue, running, rate: float, seconds: float) -> tuple[float, f
     return t0, time.time(), done
 
 
+# ---- calls: a handler that reports as fast as it can ----
+
+async def calls(args) -> None:
+    from workers.context import AsyncJobContext, JobContext, Progress
+
+    loop = asyncio.get_running_loop()
+    writes: list = []
+
+    async def write(value, message):  # stands in for Queue.progress: about a round trip
+        writes.append(value)
+        await asyncio.sleep(0.001)
+        return "1-0"
+
+    progress = Progress(write, loop)
+    job = AsyncJobContext("job", 1, progress)
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < args.seconds:
+        for i in range(1000):
+            await job.progress(i / 1000)
+        n += 1000
+        await asyncio.sleep(0)  # let the timer's writes run, as a real handler's awaits do
+    elapsed = time.perf_counter() - t
+    last = await progress.close()
+    print(f"async handler: {n / elapsed:,.0f} progress calls/s for {elapsed:.1f} s -> "
+          f"{len(writes)} writes, and the last report ({last[0]}) held for the outcome")
+
+    writes.clear()
+    progress = Progress(write, loop)
+    job = JobContext("job", 1, progress)
+
+    def flood() -> tuple[int, float]:
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < args.seconds:
+            job.progress((n % 1000) / 1000)
+            n += 1
+        return n, time.perf_counter() - t
+
+    n, elapsed = await asyncio.to_thread(flood)
+    last = await progress.close()
+    print(f"sync handler (thread): {n / elapsed:,.0f} progress calls/s for {elapsed:.1f} s -> "
+          f"{len(writes)} writes, and the last report ({last[0]}) held for the outcome")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.updates", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -247,9 +295,13 @@ def main(argv=None) -> int:
     l_.add_argument("--rate", type=float, default=1000.0)
     l_.add_argument("--seconds", type=float, default=20.0)
     l_.add_argument("--clients", type=int, default=2)
+    k = sub.add_parser("calls")
+    k.add_argument("--seconds", type=float, default=1.0)
     args = p.parse_args(argv)
     if args.what == "cost":
         cost(args)
+    elif args.what == "calls":
+        asyncio.run(calls(args))
     else:
         asyncio.run(listeners(args))
     return 0

@@ -183,6 +183,14 @@ async def test_another_users_job_or_an_unknown_id_is_not_found(api_process, clie
         assert err.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
 
 
+@pytest.mark.parametrize("job_id", ["x" * 129, "a\nb", "", "ü"])
+async def test_a_value_that_cannot_be_a_job_id_is_bad_user_input(api_process, client, job_id):
+    with pytest.raises(TransportQueryError) as err:
+        await updates(api_process, client.token, job_id, timeout=10)
+    assert err.value.errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
+    await asyncio.to_thread(wait_until, lambda: api_process.subscriptions() == 0, 10)
+
+
 @pytest.mark.parametrize("cursor", [
     "garbage", "1-x", "-1-1", " 1-1", "1-1\n", "١-1", "18446744073709551616-0", "1-1"])
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])

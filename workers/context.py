@@ -56,17 +56,25 @@ def takes_job(handler: Callable) -> bool:
 
 
 def checked(value, message) -> Report:
-    """A report as stored; ValueError (in the handler) for a value outside 0..1."""
+    """A report as the handler made it, checked: ValueError (in the handler) for a
+    value outside 0..1. The message is made storable when written (`storable_report`)."""
+    if type(value) is float and 0.0 <= value <= 1.0 and (
+            message is None or type(message) is str):
+        return value, message  # the common case, in a handler that reports often
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"progress takes a number from 0 to 1, not {type(value).__name__}")
     value = float(value)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"progress must be from 0 to 1, not {value!r}")
-    if message is not None:
-        if not isinstance(message, str):
-            raise TypeError(f"progress message must be a str, not {type(message).__name__}")
-        message = storable(message)[:MAX_MESSAGE_CHARS]
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"progress message must be a str, not {type(message).__name__}")
     return value, message
+
+
+def storable_report(report: Report) -> Report:
+    """A report as Redis stores it: the message valid UTF-8, at most MAX_MESSAGE_CHARS."""
+    value, message = report
+    return value, None if message is None else storable(str(message))[:MAX_MESSAGE_CHARS]
 
 
 class Progress:
@@ -133,7 +141,7 @@ class Progress:
             if report is None:
                 return  # a write after it took it already
             try:
-                if await self._write(*report) is None:
+                if await self._write(*storable_report(report)) is None:
                     log.debug("progress report discarded: the attempt lost its lease")
             except Exception as exc:  # progress is worth a warning, never the job
                 log.warning("could not record a progress report: %s", exc)
@@ -162,7 +170,7 @@ class Progress:
         async with self._writing:
             with self._lock:
                 report, self._held = self._held, None
-        return report
+        return None if report is None else storable_report(report)
 
     def abandon(self) -> None:
         """The attempt was cancelled (shutdown hands the job back): write nothing more."""
@@ -193,4 +201,6 @@ class AsyncJobContext(JobContext):
     """An async handler's `job`: `await job.progress(...)`."""
 
     async def progress(self, value: float, message: str | None = None) -> None:
-        await self._progress.report(value, message)
+        progress = self._progress  # Progress.report, one coroutine less per call
+        if progress._offer(checked(value, message), on_loop=True):
+            await progress._write_held()

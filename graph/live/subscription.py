@@ -11,11 +11,12 @@ registered, and while its events flow the subscription counts in
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+import re
 from contextlib import aclosing
 
 from engine.jobs import JobRecord, UpdateKind
 
-from ..errors import NotFound
+from ..errors import BadUserInput, NotFound
 from ..http.metrics import SUBSCRIPTIONS
 from .events import EventHub, parse_cursor
 
@@ -55,6 +56,11 @@ async def subscribe(context, after: str | None) -> ProcessedSubscription:
     return ProcessedSubscription(hub, user_id, after)
 
 
+# what a job id can look like (the API makes ObjectId hex strings); anything else is
+# refused before it reaches a Redis key name
+JOB_ID = re.compile(r"[0-9A-Za-z_.:-]{1,128}")
+
+
 class JobUpdatesSubscription:
     """A user's accepted subscription to one of their jobs' updates (CONTRACT §8)."""
 
@@ -80,12 +86,14 @@ class JobUpdatesSubscription:
 
 async def subscribe_job(context, job_id: str, after: str | None) -> JobUpdatesSubscription:
     """The caller's subscription to a job's updates, or the error the client is
-    to get: UNAUTHENTICATED, BAD_USER_INPUT for a malformed cursor or one the
-    job's stream no longer holds, NOT_FOUND for a job that is not the caller's
+    to get: UNAUTHENTICATED, BAD_USER_INPUT for an id that cannot be a job's,
+    a malformed cursor or one the job's stream no longer holds, NOT_FOUND for a job that is not the caller's
     (or does not exist: the two look the same). `after` unset or "": the
     current state first."""
     user_id = await context.user_id()
     after = after or None
+    if not isinstance(job_id, str) or JOB_ID.fullmatch(job_id) is None:
+        raise BadUserInput("not a job id", argument="id")
     if after is not None:
         parse_cursor(after)  # malformed: refused before anything is looked up
     record = await context.jobs.get(user_id, str(job_id))
