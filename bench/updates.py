@@ -56,18 +56,19 @@ JOB_UPDATES = ("subscription($id: ID!) { jobUpdates(id: $id) { cursor kind "
 
 # ---- cost: scenario 2 with and without progress ----
 
-def drain(server: RedisServer, root, handler: str, jobs: int) -> tuple[float, float]:
+def drain(server: RedisServer, root, handler: str, jobs: int, users: int = S2_USERS,
+          concurrency: int = S2_CONC["ours"]) -> tuple[float, float]:
     """Scenario 2 once with `handler` and the worker's code from `root`: jobs/s,
     and the Redis CPU time of script calls per job."""
     server.flush()
-    asyncio.run(our_enqueue_async(server.url, _jobs(jobs, S2_USERS)))
+    asyncio.run(our_enqueue_async(server.url, _jobs(jobs, users)))
     redis = server.client()
     redis.config_resetstat()
     log = StartLog(f"updates-cost-{handler}")
     env = {**os.environ, "REDIS_URL": server.url, "QUEUE_PREFIX": PREFIX,
            "LOG_LEVEL": "WARNING", "BENCH_LOG": str(log.path), "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [PY, "-m", "workers", "--burst", "--concurrency", str(S2_CONC["ours"]),
+        [PY, "-m", "workers", "--burst", "--concurrency", str(concurrency),
          "--handler", f"bench.handlers:{handler}"], env=env, cwd=root,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -87,14 +88,16 @@ def cost(args) -> None:
     server.start()
     old = checkout(args.old)
     roots = {"old": old, "this": ROOT}
-    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    lua: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    print(f"scenario 2: {S2_USERS} users, {args.jobs} jobs, concurrency {S2_CONC['ours']}, "
-          f"one worker; old = {args.old}; {args.reps} rounds, variants in turn")
+    variants = {v: VARIANTS[v] for v in args.variants.split(",")} if args.variants else VARIANTS
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    lua: dict[str, list[float]] = {v: [] for v in variants}
+    users, concurrency = (1, 1) if args.scenario == 1 else (S2_USERS, S2_CONC["ours"])
+    print(f"scenario {args.scenario}: {users} users, {args.jobs} jobs, concurrency "
+          f"{concurrency}, one worker; old = {args.old}; {args.reps} rounds, variants in turn")
     try:
         for rep in range(args.reps):
-            for name, (handler, where) in VARIANTS.items():
-                rate, usec = drain(server, roots[where], handler, args.jobs)
+            for name, (handler, where) in variants.items():
+                rate, usec = drain(server, roots[where], handler, args.jobs, users, concurrency)
                 rates[name].append(rate)
                 lua[name].append(usec)
                 print(f"  round {rep + 1} {name:<15} {rate:8.0f} jobs/s   "
@@ -104,7 +107,7 @@ def cost(args) -> None:
     base_rate, base_lua = (statistics.median(rates["none"]), statistics.median(lua["none"]))
     old_rate, old_lua = (statistics.median(rates["old"]), statistics.median(lua["old"]))
     print("medians (ratio to `none`, to `old`):")
-    for name in VARIANTS:
+    for name in variants:
         r, u = statistics.median(rates[name]), statistics.median(lua[name])
         print(f"  {name:<15} {r:8.0f} jobs/s ({r / base_rate:.3f}, {r / old_rate:.3f})   "
               f"{u:6.1f} us/job ({u / base_lua:.2f}, {u / old_lua:.2f})")
@@ -290,6 +293,9 @@ def main(argv=None) -> int:
     c.add_argument("--old", default="2d7dd69")
     c.add_argument("--reps", type=int, default=3)
     c.add_argument("--jobs", type=int, default=10_000)
+    c.add_argument("--scenario", type=int, choices=(1, 2), default=2,
+                   help="1: one user at concurrency 1; 2 (default): 1,000 users at 50")
+    c.add_argument("--variants", help="comma-separated names (default: all)")
     l_ = sub.add_parser("listeners")
     l_.add_argument("--listeners", type=int, default=5000)
     l_.add_argument("--rate", type=float, default=1000.0)
