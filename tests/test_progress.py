@@ -237,3 +237,11 @@ async def test_a_report_of_a_worker_whose_lease_was_lost_is_discarded(
     job = client.call("query($id: ID!){job(id: $id){progress progressMessage}}",
                       {"id": job_id})["job"]
     assert job == {"progress": 1.0, "progressMessage": "step 8 of attempt 2"}
+
+
+def test_process_isolation_refuses_a_handler_that_takes_the_job(workers):
+    """Its reports would have to cross the process boundary: the worker says so at start."""
+    done = workers.run_burst("--handler", "tests.handlers:progress_sync",
+                             "--isolation", "process", timeout=60)
+    assert done.returncode != 0
+    assert "QUEUE_ISOLATION=process" in done.stdout + done.stderr
