@@ -203,7 +203,8 @@ async def listeners(args) -> None:
               f"{lat.expected:,.0f}), {lat.msgs_per_s:,.0f}/s")
         print(f"report -> listener: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms, "
               f"max {lat.max_ms:.1f} ms, over 100 ms {lat.over_100ms:.2%} (target: p99 < 100 ms)")
-        print(f"API Redis connections: idle {idle}, with the listeners open {listening}, most during "
+        print(f"API Redis connections: idle {idle}, with the listeners open {listening}, "
+              "most during "
               f"the load {peak[0]} (Redis clients before the API: {clients_before})")
         print("CPU during the load, % of one core: " + ", ".join(
             f"{name} {pct:.0f}" for name, pct in cpu.percent.items())

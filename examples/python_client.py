@@ -123,7 +123,8 @@ async def follow(url: str, token: str, job_id: str) -> None:
                 line += (f" [{'#' * filled}{'.' * (20 - filled)}] {job['progress']:.0%}"
                          f" {job['progressMessage'] or ''}")
             elif job["status"] in ("COMPLETED", "FAILED"):
-                line += f" {job['processedData'] if job['status'] == 'COMPLETED' else job['error']!r}"
+                outcome = job["processedData"] if job["status"] == "COMPLETED" else job["error"]
+                line += f" {outcome!r}"
             print(f"{line} cursor={update['cursor']}", flush=True)
         # the subscription completed: the job has ended
 

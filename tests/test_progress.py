@@ -63,7 +63,8 @@ def test_sync_and_async_handlers_with_one_or_two_parameters(client, workers, han
     data = json.dumps({"steps": 3}) if "progress" in handler else "a"
     job_id = client.enqueue(data)["id"]
     assert workers.run_burst("--handler", handler).returncode == 0
-    job = client.call("query($id: ID!){job(id: $id){status processedData progress progressMessage}}",
+    job = client.call("query($id: ID!){job(id: $id){status processedData progress "
+                      "progressMessage}}",
                       {"id": job_id})["job"]
     assert (job["status"], job["processedData"]) == ("COMPLETED", result.format(id=job_id))
     if "progress" in handler:
@@ -75,7 +76,8 @@ def test_sync_and_async_handlers_with_one_or_two_parameters(client, workers, han
 def test_a_value_outside_0_to_1_raises_value_error_in_the_handler(client, workers):
     job_id = client.enqueue("x")["id"]
     assert workers.run_burst("--handler", "tests.handlers:progress_out_of_range").returncode == 0
-    job = client.call("query($id: ID!){job(id: $id){processedData progress}}", {"id": job_id})["job"]
+    job = client.call("query($id: ID!){job(id: $id){processedData progress}}",
+                      {"id": job_id})["job"]
     assert job["processedData"].startswith("ValueError: progress must be from 0 to 1")
     assert job["progress"] is None
 

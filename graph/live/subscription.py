@@ -87,8 +87,8 @@ class JobUpdatesSubscription:
 async def subscribe_job(context, job_id: str, after: str | None) -> JobUpdatesSubscription:
     """The caller's subscription to a job's updates, or the error the client is
     to get: UNAUTHENTICATED, BAD_USER_INPUT for an id that cannot be a job's,
-    a malformed cursor or one the job's stream no longer holds, NOT_FOUND for a job that is not the caller's
-    (or does not exist: the two look the same). `after` unset or "": the
+    a malformed cursor or one the job's stream no longer holds, NOT_FOUND for
+    a job that is not the caller's (or does not exist: the two look the same). `after` unset or "": the
     current state first."""
     user_id = await context.user_id()
     after = after or None
