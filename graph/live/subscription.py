@@ -88,8 +88,8 @@ async def subscribe_job(context, job_id: str, after: str | None) -> JobUpdatesSu
     """The caller's subscription to a job's updates, or the error the client is
     to get: UNAUTHENTICATED, BAD_USER_INPUT for an id that cannot be a job's,
     a malformed cursor or one the job's stream no longer holds, NOT_FOUND for
-    a job that is not the caller's (or does not exist: the two look the same). `after` unset or "": the
-    current state first."""
+    a job that is not the caller's (or does not exist: the two look the same).
+    `after` unset or "": the current state first."""
     user_id = await context.user_id()
     after = after or None
     if not isinstance(job_id, str) or JOB_ID.fullmatch(job_id) is None:
