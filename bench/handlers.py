@@ -42,3 +42,27 @@ def noop(data: str) -> str:  # sync: our worker runs it in its thread pool
     if _sleep:
         time.sleep(_sleep)
     return data
+
+
+# ---- ours, with the job context (bench/updates.py) ----
+
+async def progress10_async(data: str, job) -> str:
+    """Ten progress reports a job (merged by the worker when closer than 100 ms)."""
+    record(data)
+    for i in range(1, 11):
+        await job.progress(i / 10)
+    return data
+
+
+async def progress1000_async(data: str, job) -> str:
+    record(data)
+    for i in range(1, 1001):
+        await job.progress(i / 1000)
+    return data
+
+
+def progress1000_sync(data: str, job) -> str:  # in the worker's thread pool
+    record(data)
+    for i in range(1, 1001):
+        job.progress(i / 1000)
+    return data

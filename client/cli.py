@@ -4,7 +4,8 @@
     userqueue login alice               # keeps the token in a 0600 file
     userqueue enqueue "hello" "world"   # or one request per line on stdin
     userqueue dequeue --wait 10         # the next finished job's result
-    userqueue watch                     # live `processed` events, with a progress line
+    userqueue watch                     # live `processed` events, a progress line and a
+                                        # progress bar per running job (jobUpdates)
     userqueue stats | job ID | logout
     userqueue admin users | pause | limits | failed | retry | ...   # operators: client/admin.py
 
@@ -196,6 +197,16 @@ def cmd_stats(args) -> int:
 
 SUBSCRIPTION = ("subscription($after:String){processed(after:$after){cursor job{"
                 + JOB_FIELDS + "}}}")
+# each running job's bar: jobUpdates, on the same socket, operation id "job:<id>"
+JOB_UPDATES = ("subscription($id:ID!){jobUpdates(id:$id){cursor kind job{"
+               "id status attempts progress progressMessage}}}")
+# the newest jobs, whose running ones get a bar (`jobs(status: PROCESSING)` filters
+# MongoDB's history, which does not follow a job's start: this asks for the live status)
+RUNNING = "{jobs(first:%d){edges{node{id status}}}}"
+RUNNING_PAGE = 50
+MAX_BARS = 10
+BAR_WIDTH = 24
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 def ws_url(url: str) -> str:
@@ -207,7 +218,8 @@ def ws_url(url: str) -> str:
 
 
 class Progress:
-    """One line on stderr, redrawn: events seen, their outcomes, the queue's counts."""
+    """Lines on stderr, redrawn: events seen, their outcomes, the queue's counts,
+    then a bar per running job (at most MAX_BARS), fed by jobUpdates."""
 
     def __init__(self, enabled: bool, stats: Client | None, total: int | None):
         self.enabled = enabled
@@ -217,7 +229,9 @@ class Progress:
         self.started = time.monotonic()
         self.stats: dict | None = None
         self._stats_at = 0.0
-        self._width = 0
+        self._lines = 0  # lines drawn last time, to go back over
+        self.running: dict[str, dict] = {}  # job id: the job of its last update
+        self.new_running: list[str] = []  # PROCESSING jobs seen, not yet subscribed to
 
     def event(self, job: dict) -> None:
         if job["status"] == "FAILED":
@@ -235,6 +249,10 @@ class Progress:
             with suppress(CliError):
                 self.stats = self.stats_client.call("{queueStats{queued processing ready}}")[
                     "queueStats"]
+                edges = self.stats_client.call(RUNNING % RUNNING_PAGE)["jobs"]["edges"]
+                self.new_running += [e["node"]["id"] for e in edges
+                                     if e["node"]["status"] == "PROCESSING"
+                                     and e["node"]["id"] not in self.running]
         seen = self.completed + self.failed
         text = f"processed {seen}" + (f"/{self.total}" if self.total else "")
         text += f" ({self.completed} completed, {self.failed} failed)"
@@ -244,15 +262,48 @@ class Progress:
         elapsed = now - self.started
         if seen and elapsed > 0:
             text += f" | {seen / elapsed:.1f}/s"
-        sys.stderr.write("\r" + text.ljust(self._width))
+        lines = [text] + [bar(job) for job in list(self.running.values())[:MAX_BARS]]
+        self.clear()
+        sys.stderr.write("\n".join(lines))
         sys.stderr.flush()
-        self._width = len(text)
+        self._lines = len(lines)
+
+    def clear(self) -> None:
+        """Go back over what was drawn (before an event's line is printed there)."""
+        if self._lines:
+            sys.stderr.write(("\x1b[%dA" % (self._lines - 1) if self._lines > 1 else "")
+                             + "\r\x1b[J")
+            self._lines = 0
+
+    def job_update(self, update: dict) -> None:
+        """A running job's update: its bar moves, or goes once the job has ended."""
+        job = update["job"]
+        if update["kind"] in TERMINAL:
+            self.running.pop(job["id"], None)
+        elif job["status"] == "PROCESSING":
+            self.running[job["id"]] = job
+        else:  # QUEUED (handed back) or RETRYING: waits without a bar
+            self.running.pop(job["id"], None)
+        self.draw()
 
     def done(self) -> None:
         if self.enabled:
+            self.running.clear()
             self.draw(force_stats=True)
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def bar(job: dict) -> str:
+    """`  <id> [#########...............]  37.5% attempt 1: message`"""
+    value = job.get("progress")
+    filled = round((value or 0) * BAR_WIDTH)
+    shown = "  started" if value is None else f"{value * 100:6.1f}%"
+    text = f"  {job['id']} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {shown}"
+    text += f" attempt {job['attempts']}"
+    if job.get("progressMessage"):
+        text += f": {job['progressMessage']}"
+    return text
 
 
 def _print_event(args, event: dict) -> None:
@@ -263,7 +314,7 @@ def _print_event(args, event: dict) -> None:
         result = job["processedData"] if job["status"] == "COMPLETED" else job["error"]
         line = f"{event['cursor']} {job['id']} {job['status']} {result}"
     if args.progress_enabled:
-        sys.stderr.write("\r\x1b[K")  # clear the progress line before printing over it
+        args.progress_lines.clear()  # clear the progress lines before printing over them
         sys.stderr.flush()
     print(line, flush=True)
 
@@ -276,6 +327,7 @@ def cmd_watch(args) -> int:
     args.progress_enabled = (sys.stderr.isatty() if args.progress is None else args.progress)
     stats = Client(args.url, token) if args.progress_enabled else None
     progress = Progress(args.progress_enabled, stats, args.count)
+    args.progress_lines = progress
     after, seen, retries, acked = args.after, 0, 0, False
     deadline = time.monotonic() + args.timeout if args.timeout else None
     progress.draw(force_stats=True)
@@ -288,15 +340,37 @@ def cmd_watch(args) -> int:
                                         "payload": {"Authorization": f"Bearer {token}"}}))
                     ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
                         "query": SUBSCRIPTION, "variables": {"after": after}}}))
+                    watched: set[str] = set()  # jobs whose bar this socket feeds
+                    progress.running.clear()
                     while True:
+                        for job_id in progress.new_running:
+                            if job_id not in watched and len(watched) < MAX_BARS:
+                                watched.add(job_id)
+                                ws.send(json.dumps({"id": "job:" + job_id, "type": "subscribe",
+                                                    "payload": {"query": JOB_UPDATES,
+                                                                "variables": {"id": job_id}}}))
+                        progress.new_running.clear()
                         timeout = None if deadline is None else deadline - time.monotonic()
                         if timeout is not None and timeout <= 0:
                             return 0
                         try:
-                            message = json.loads(ws.recv(timeout=timeout))
+                            wait = timeout if not progress.enabled else min(timeout or 1.0, 1.0)
+                            message = json.loads(ws.recv(timeout=wait))
                         except TimeoutError:
-                            return 0
+                            if deadline is not None and time.monotonic() >= deadline:
+                                return 0
+                            progress.draw()  # looks for newly running jobs now and then
+                            continue
                         kind = message.get("type")
+                        operation = message.get("id") or ""
+                        if operation.startswith("job:"):  # a bar's update, or its end
+                            payload = message.get("payload") or {}
+                            if kind == "next" and not payload.get("errors"):
+                                progress.job_update(payload["data"]["jobUpdates"])
+                            elif kind in ("complete", "error"):
+                                watched.discard(operation[4:])
+                                progress.running.pop(operation[4:], None)
+                            continue
                         if kind == "ping":
                             ws.send(json.dumps({"type": "pong"}))
                         elif kind == "connection_ack":
@@ -388,7 +462,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the whole job as JSON")
     sp.set_defaults(func=cmd_dequeue)
 
-    sp = sub.add_parser("watch", help="print `processed` events live, with a progress line")
+    sp = sub.add_parser("watch", help="print `processed` events live, with a progress line "
+                        "and a bar per running job")
     sp.add_argument("--after", help="a cursor from an earlier event: replay what followed it")
     sp.add_argument("--count", type=int, help="exit after N events")
     sp.add_argument("--timeout", type=float, help="exit after S seconds")

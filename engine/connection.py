@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
@@ -53,6 +53,8 @@ CLUSTER_SUFFIX = "+cluster"
 # Connections per cluster node and client: a worker holds one per slot, one per
 # shard while it waits for work, and a few for maintenance.
 CLUSTER_MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS = 100  # per client (one Redis); callers beyond it wait for one...
+POOL_WAIT_SECONDS = 20.0  # ...this long at most, then get an error
 # How long a reply may take before the command fails with a TimeoutError
 # (redis-py's default is 5 s). It must stay well above our longest blocking
 # read, or an idle wait ends as an error: the worker's BLPOP blocks 2 s
@@ -90,7 +92,14 @@ def client(url: str, **kwargs) -> Redis | RedisCluster:
     if is_cluster_url(url):
         return cluster_client(url, **kwargs)
     kwargs.setdefault("socket_timeout", SOCKET_TIMEOUT)
-    return Redis.from_url(url, decode_responses=True, health_check_interval=30, **kwargs)
+    kwargs.setdefault("max_connections", MAX_CONNECTIONS)
+    # a burst of calls (thousands of subscriptions opening at once) waits for a
+    # free connection instead of failing with "Too many connections": the
+    # connections stay bounded whatever the number of listeners and requests
+    pool = BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS,
+                                           decode_responses=True, health_check_interval=30,
+                                           **kwargs)
+    return Redis.from_pool(pool)
 
 
 async def ready(redis) -> None:

@@ -8,6 +8,27 @@ from datetime import datetime, timezone
 from enum import Enum
 
 
+class UpdateKind(str, Enum):
+    """What changed, in an update of jobUpdates (CONTRACT §8)."""
+
+    QUEUED = "QUEUED"
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    RETRYING = "RETRYING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (UpdateKind.COMPLETED, UpdateKind.FAILED, UpdateKind.CANCELLED)
+
+    @classmethod
+    def of_status(cls, status: "JobStatus") -> "UpdateKind":
+        """The kind that names a job's current status (a subscription's first update)."""
+        return cls.STARTED if status == JobStatus.PROCESSING else cls(status.value)
+
+
 class JobStatus(str, Enum):
     QUEUED = "QUEUED"
     PROCESSING = "PROCESSING"
@@ -41,6 +62,8 @@ class JobRecord:
     finished_at: datetime | None = None
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
+    progress: float | None = None  # 0..1, the running attempt's last report (CONTRACT §8)
+    progress_message: str | None = None
     version: int = 0
 
     @classmethod
@@ -71,6 +94,8 @@ HASH_FIELDS = {
     "finished_at": ("finished", ms_to_datetime),
     "dequeued_at": ("dequeued", ms_to_datetime),
     "idempotency_key": ("idem", str),
+    "progress": ("progress", float),
+    "progress_message": ("pmsg", str),
     "version": ("v", int),
 }
 
@@ -88,3 +113,13 @@ class Claimed:
     @property
     def member(self) -> str:
         return f"{self.user_id}:{self.job_id}"
+
+
+@dataclass(slots=True)
+class Update:
+    """One update of a job (jobUpdates): its cursor in the job's stream, what
+    changed, and the job right after the change."""
+
+    cursor: str
+    kind: UpdateKind
+    job: JobRecord

@@ -40,6 +40,7 @@ LAYOUT = {
     "idempotency": "{base}:u:{uid}:idem:{idem}",  # string: idempotency key -> job id
     # a job, in its user's shard
     "job": "{base}:j:{jid}",  # hash: data, status, attempts, times, result, token, version
+    "updates": "{base}:j:{jid}:up",  # stream: the job's updates (jobUpdates), expires with the job
     # counters outside the shards: one key a command, so no slot to share
     "enqueue_rate": "{prefix}:rate:{uid}:{minute}",  # a user's enqueues in one minute
     "login_throttle": "{prefix}:login:{username}:{client}",  # failed logins, per window
@@ -146,6 +147,10 @@ class Keys:
     @staticmethod
     def job(base: str, jid: str) -> str:
         return _key("job", base=base, jid=jid)
+
+    @staticmethod
+    def updates(base: str, jid: str) -> str:
+        return _key("updates", base=base, jid=jid)
 
     # ---- counters ----
 

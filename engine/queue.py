@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from . import scripts
 from .connection import out_of_memory  # noqa: F401 (callers find it beside the queue)
-from .jobs import Claimed, JobRecord
+from .jobs import Claimed, JobRecord, Update, UpdateKind
 from .keys import Keys
 from .replies import (  # noqa: F401 (callers' too)
     Batch, Enqueued, Limits, NotFinished, NotQueued, QueueFull, Retried, decode)
@@ -82,16 +82,23 @@ class Point:
 
 @dataclass(slots=True)
 class ShardEvent:
-    """An entry of a shard's event stream: a job of `user_id` finished.
+    """An entry of a shard's event stream: a job of `user_id` finished, or
+    (with `kind`) a job's update that `processed` does not announce.
 
-    `cursor` is the event's id in the user's own stream; `body` the job's
-    JSON, or None when it was too large to copy into the shard's stream
-    (QUEUE_EVENT_INLINE_BYTES): `Queue.event_bodies` reads those."""
+    A finish: `cursor` is the event's id in the user's own stream; `body` the
+    job's JSON, or None when it was too large to copy into the shard's stream
+    (QUEUE_EVENT_INLINE_BYTES): `Queue.event_bodies` reads those; `job_id` and
+    `update` name its terminal update in the job's stream.
+    An update (STARTED, PROGRESS, RETRYING, CANCELLED): `cursor` is its id in
+    the job's stream (the body is read from there: `Queue.update_bodies`)."""
 
     entry_id: str
     user_id: str
     cursor: str
     body: str | None
+    job_id: str | None = None
+    kind: str | None = None  # set on updates only
+    update: str | None = None  # a finish's terminal update, in the job's stream
 
 
 @dataclass(slots=True)
@@ -183,7 +190,8 @@ class Queue:
 
     async def cancel(self, uid: str, jid: str) -> JobRecord | None:
         """The cancelled job; None if Redis has no such job of the user's."""
-        return await self._call("cancel", self.keys.user_base(uid), uid, jid)
+        return await self._call("cancel", self.keys.user_base(uid), uid, jid,
+                                *self.bounds.args())
 
     async def dequeue(self, uid: str) -> JobRecord | None:
         return await self._call("dequeue", self.keys.user_base(uid), uid)
@@ -211,17 +219,33 @@ class Queue:
         claim_n: int,
         owner: str,
         lease_seconds: float,
+        progress: tuple[float, str | None] | None = None,
     ) -> Batch:
-        """Record an attempt's outcome and claim up to claim_n more jobs."""
+        """Record an attempt's outcome and claim up to claim_n more jobs.
+        `progress`: the attempt's last progress report not written yet, recorded
+        first in the same script (so a fast job's reports cost no extra call)."""
         return await self._call("finish", self.keys.user_base(job.user_id),
-                                *self._finish_args(job, ok, value, claim_n, owner, lease_seconds))
+                                *self._finish_args(job, ok, value, claim_n, owner, lease_seconds,
+                                                   progress))
 
     def _finish_args(self, job: Claimed, ok: bool, value: str, claim_n: int, owner: str,
-                     lease_seconds: float) -> list:
+                     lease_seconds: float, progress: tuple[float, str | None] | None = None
+                     ) -> list:
         p = self.policy
+        report = [""] if progress is None else [
+            repr(float(progress[0])), "0" if progress[1] is None else "1", progress[1] or ""]
         return [job.user_id, job.job_id, job.token, "ok" if ok else "error", value,
                 p.max_attempts, int(p.retry_base_seconds * 1000),
-                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args()]
+                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args(), *report]
+
+    async def progress(self, job: Claimed, value: float, message: str | None) -> str | None:
+        """Record a progress report of the attempt `job` holds (progress.lua):
+        the update's cursor ("" when nobody follows the job: stored on it, no
+        update), or None when the lease was lost (nothing recorded)."""
+        return await self._call(
+            "progress", self.keys.user_base(job.user_id), job.user_id, job.job_id, job.token,
+            repr(float(value)), "0" if message is None else "1", message or "",
+            *self.bounds.args())
 
     async def heartbeat(self, jobs: list[Claimed], lease_seconds: float) -> list[str]:
         """Extend leases; returns the members (uid:jid) whose lease was lost."""
@@ -333,7 +357,8 @@ class Queue:
         the first (XREAD BLOCK: it holds its connection, so pass a client of its own)."""
         reply = await (client or self.redis).xread(
             {Keys.shard_events(base): after}, count=count, block=block_ms)
-        return [ShardEvent(entry_id, f["u"], f["c"], f.get("j"))
+        return [ShardEvent(entry_id, f["u"], f["c"], f.get("j"), f.get("i"), f.get("k"),
+                           f.get("x"))
                 for _, entries in reply or () for entry_id, f in entries]
 
     async def has_event(self, uid: str, cursor: str) -> bool:
@@ -356,6 +381,49 @@ class Queue:
         stream = Keys.user_events(self.keys.user_base(uid), uid)
         rows = await self.redis.xrange(stream, min=f"({after}", count=count)
         return [(cid, JobRecord.from_json(f["j"])) for cid, f in rows]
+
+    # ---- a job's updates (jobUpdates, the API) ----
+
+    def _updates_key(self, uid: str, jid: str) -> str:
+        return Keys.updates(self.keys.user_base(uid), jid)
+
+    @staticmethod
+    def _update(cursor: str, fields: dict) -> Update:
+        return Update(cursor, UpdateKind(fields["k"]), JobRecord.from_json(fields["j"]))
+
+    async def last_update(self, uid: str, jid: str) -> Update | None:
+        """The newest update the job's stream holds; None when it has none
+        (never started, or forgotten)."""
+        rows = await self.redis.xrevrange(self._updates_key(uid, jid), count=1)
+        return self._update(*rows[0]) if rows else None
+
+    async def watch(self, uid: str, jid: str) -> tuple[JobRecord | None, str | None]:
+        """A jobUpdates subscription starts (watch.lua): the job's updates are
+        recorded from now on. The job as Redis holds it (None: not there, or
+        not the user's) and the cursor of its newest update (None: none yet),
+        both as of that moment."""
+        return await self._call("watch", self.keys.user_base(uid), uid, jid)
+
+    async def has_update(self, uid: str, jid: str, cursor: str) -> bool:
+        """The job's stream still holds the update `cursor` (one can resume after it)."""
+        key = self._updates_key(uid, jid)
+        return bool(await self.redis.xrange(key, min=cursor, max=cursor, count=1))
+
+    async def updates_after(self, uid: str, jid: str, after: str, count: int = 500
+                            ) -> list[Update]:
+        """The job's retained updates after a cursor, oldest first."""
+        rows = await self.redis.xrange(self._updates_key(uid, jid), min=f"({after}", count=count)
+        return [self._update(cursor, f) for cursor, f in rows]
+
+    async def update_bodies(self, updates: list[tuple[str, str, str]]
+                            ) -> dict[tuple[str, str, str], Update]:
+        """The (uid, jid, cursor) updates, read from their jobs' streams in one
+        round trip; those no longer held are left out."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for uid, jid, cursor in updates:
+                pipe.xrange(self._updates_key(uid, jid), min=cursor, max=cursor, count=1)
+            rows = await pipe.execute()
+        return {u: self._update(*row[0]) for u, row in zip(updates, rows) if row}
 
     # ---- counters (the API's throttles) ----
 
@@ -407,7 +475,8 @@ class Queue:
         """Cancel every QUEUED job of the user, a batch per script call; how many."""
         total, left = 0, 1
         while left:
-            cancelled, left = await self._call("purge", self.keys.user_base(uid), uid, batch)
+            cancelled, left = await self._call("purge", self.keys.user_base(uid), uid, batch,
+                                               *self.bounds.args())
             total += cancelled
         return total
 

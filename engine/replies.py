@@ -128,6 +128,11 @@ REPLIES: dict[str, dict[str, Callable]] = {
     "retry": {"ok": _retried, "missing": _none, "conflict": NotFinished},
     "purge": {"ok": lambda cancelled, left: (int(cancelled), int(left))},
     "recount": {"ok": int},
+    # the update's cursor ('' when nobody follows the job); None: the lease
+    # was lost, the report discarded
+    "progress": {"ok": str, "stale": _none},
+    "watch": {"ok": lambda body, cursor: (JobRecord.from_json(body), cursor or None),
+              "missing": lambda: (None, None)},
 }
 
 

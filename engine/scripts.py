@@ -20,7 +20,7 @@ from .keys import lua_keys
 LUA_DIR = Path(__file__).parent / "lua"
 LIBRARY = "_lib.lua"
 NAMES = ("enqueue", "claim", "finish", "heartbeat", "reclaim", "release", "cancel",
-         "dequeue", "archived", "count", "limits", "retry", "purge", "recount")
+         "dequeue", "archived", "count", "limits", "retry", "purge", "recount", "progress", "watch")
 
 # Numbers the scripts use that no setting changes, written in front of every
 # script as `local NAME = value` (settings travel as arguments instead).
@@ -36,6 +36,9 @@ CONSTANTS = {
     "BUCKET_MS": 10_000,
     # ...and how long a shard keeps one: an hour of history and some to spare
     "THROUGHPUT_KEEP_SECONDS": 3900,
+    # updates one job's stream keeps (jobUpdates' replay): STARTED, RETRYING and
+    # terminal ones are a few per attempt, progress at most 10 a second
+    "UPDATES_KEEP": 1000,
 }
 
 _HELPER = re.compile(r"^--@helper\s+(\w+)[ \t]*$", re.MULTILINE)

@@ -12,6 +12,14 @@ The subscription passes `after: "0"` ("from the oldest event kept"), so jobs
 that finish before the subscription is set up are replayed rather than
 missed; events of older jobs are skipped by id. A long-running listener keeps
 the last `cursor` it printed and resumes with `after: <cursor>`.
+
+With --follow it instead follows the first job as it runs, with `jobUpdates`:
+its current state first, then STARTED, a progress bar per PROGRESS update
+(from a handler that reports, e.g. examples/progress_handler.py), and the
+final state, after which the subscription completes by itself.
+
+    QUEUE_HANDLER=examples.progress_handler:count_words python -m graph --dev
+    python examples/python_client.py --follow "one two three four five"
 """
 
 from __future__ import annotations
@@ -35,6 +43,15 @@ ENQUEUE_MANY = gql("""
 PROCESSED = gql("""
     subscription($after: String) {
       processed(after: $after) { cursor job { id status requestData processedData error } }
+    }
+""")
+
+
+JOB_UPDATES = gql("""
+    subscription($id: ID!, $after: String) {
+      jobUpdates(id: $id, after: $after) {
+        cursor kind job { id status attempts progress progressMessage processedData error }
+      }
     }
 """)
 
@@ -89,6 +106,29 @@ async def listen(url: str, token: str, job_ids: list[str]) -> None:
                 return
 
 
+async def follow(url: str, token: str, job_id: str) -> None:
+    """Print the job's updates until it ends. To resume after a lost
+    connection, subscribe again with `after` set to the last cursor printed."""
+    ws_url = url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    transport = WebsocketsTransport(
+        url=ws_url, init_payload={"Authorization": f"Bearer {token}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
+    async with Client(transport=transport) as session:
+        async for result in session.subscribe(JOB_UPDATES, variable_values={"id": job_id}):
+            update = result["jobUpdates"]
+            job = update["job"]
+            line = f"{update['kind']:<9} attempt {job['attempts']}"
+            if update["kind"] == "PROGRESS":
+                filled = round(job["progress"] * 20)
+                line += (f" [{'#' * filled}{'.' * (20 - filled)}] {job['progress']:.0%}"
+                         f" {job['progressMessage'] or ''}")
+            elif job["status"] in ("COMPLETED", "FAILED"):
+                outcome = job["processedData"] if job["status"] == "COMPLETED" else job["error"]
+                line += f" {outcome!r}"
+            print(f"{line} cursor={update['cursor']}", flush=True)
+        # the subscription completed: the job has ended
+
+
 async def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("requests", nargs="*", default=["hello", "world"])
@@ -96,13 +136,18 @@ async def main(argv=None) -> int:
                                                    "http://127.0.0.1:8000/graphql"))
     p.add_argument("--username", default=os.environ.get("USERQUEUE_USERNAME", "demo"))
     p.add_argument("--timeout", type=float, default=60, help="give up after S seconds")
+    p.add_argument("--follow", action="store_true",
+                   help="follow the first job's updates (jobUpdates) instead of `processed`")
     args = p.parse_args(argv)
     password = os.environ.get("USERQUEUE_PASSWORD") or getpass.getpass("Password: ")
 
     token = await log_in(args.url, args.username, password)
     job_ids = await enqueue(args.url, token, args.requests)
     try:
-        await asyncio.wait_for(listen(args.url, token, job_ids), args.timeout)
+        if args.follow:
+            await asyncio.wait_for(follow(args.url, token, job_ids[0]), args.timeout)
+        else:
+            await asyncio.wait_for(listen(args.url, token, job_ids), args.timeout)
     except TimeoutError:
         print(f"gave up after {args.timeout:g}s: are workers running?", file=sys.stderr)
         return 1

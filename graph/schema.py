@@ -13,7 +13,7 @@ from strawberry.types.unset import UNSET
 from .settings import Settings
 from .context import Context
 from .http.metrics import ENQUEUED, OperationMetrics
-from .live.subscription import subscribe
+from .live.subscription import subscribe, subscribe_job
 from .permissions import admin_mutation
 from .types import (
     AuthPayload,
@@ -22,6 +22,7 @@ from .types import (
     JobConnection,
     JobEdge,
     JobStatus,
+    JobUpdate,
     PageInfo,
     ProcessedEvent,
     QueueStats,
@@ -147,6 +148,19 @@ class Subscription:
         async with aclosing(subscription.events()) as events:
             async for cursor, record in events:
                 yield ProcessedEvent(cursor=cursor, job=Job.of(record))
+
+    @strawberry.subscription(description=(
+        "One job's updates: without `after` its current state first, then STARTED, "
+        "PROGRESS, RETRYING and the terminal update, after which it completes. With "
+        "`after` (an update's cursor) every update after it, then live ones."))
+    async def job_updates(
+        self, info: CtxInfo, id: strawberry.ID, after: str | None = UNSET
+    ) -> AsyncGenerator[JobUpdate, None]:
+        # the rules the shared path (graph/live/fanout.py) follows too
+        subscription = await subscribe_job(info.context, id, after)
+        async with aclosing(subscription.events()) as events:
+            async for cursor, kind, record in events:
+                yield JobUpdate(cursor=cursor, kind=kind, job=Job.of(record))
 
 
 class Schema(strawberry.Schema):

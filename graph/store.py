@@ -72,6 +72,8 @@ class JobDocument(Document):
     finished_at: datetime | None = None
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
+    progress: float | None = None  # the last attempt's last report, as it finished
+    progress_message: str | None = None
     version: int = 0  # the Redis record's version; older snapshots never overwrite newer
     # one entry per operator's retry (retryJob, retryFailed): the run it replaced,
     # {status, attempts, error, startedAt, finishedAt, retriedAt, by}. Written by

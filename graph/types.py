@@ -9,12 +9,14 @@ import strawberry
 
 from engine.jobs import JobRecord
 from engine.jobs import JobStatus as _EngineJobStatus
+from engine.jobs import UpdateKind as _EngineUpdateKind
 
 from .errors import NotFound
 from .store import Role as _StoredRole
 
 # One enum for the engine, the history and the schema: the engine's, exposed as is.
 JobStatus = strawberry.enum(_EngineJobStatus, name="JobStatus")
+JobUpdateKind = strawberry.enum(_EngineUpdateKind, name="JobUpdateKind")
 # and one for roles: the stored one
 Role = strawberry.enum(_StoredRole, name="Role")
 
@@ -53,6 +55,11 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     dequeued_at: datetime | None
+    progress: float | None = strawberry.field(description=(
+        "0..1, the running attempt's last recorded report; null until the handler "
+        "reports, and again when a new attempt starts"))
+    progress_message: str | None = strawberry.field(description=(
+        "the message of that report, if it had one"))
     user_id: strawberry.Private[str]
 
     @strawberry.field(description="The user who enqueued it.")
@@ -101,6 +108,15 @@ class QueueStats:
 @strawberry.type
 class ProcessedEvent:
     cursor: str
+    job: Job
+
+
+@strawberry.type(description=(
+    "One change of a job (jobUpdates): `job` as it was right after it. The cursor "
+    "resumes the subscription after this update."))
+class JobUpdate:
+    cursor: str
+    kind: JobUpdateKind
     job: Job
 
 

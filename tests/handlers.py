@@ -146,3 +146,53 @@ async def misbehaves_async(data: str):
     d = json.loads(data)
     await asyncio.sleep(d.get("sleep", 0))
     return f"done {d.get('u')}-{d.get('i')}"
+
+
+# ---- the job context (CONTRACT §8) ----
+
+def progress_sync(data: str, job) -> str:
+    """Sync, two parameters: reports {"steps": n} values `gap` seconds apart."""
+    d = json.loads(data)
+    steps, gap = d.get("steps", 4), d.get("gap", 0)
+    for i in range(1, steps + 1):
+        job.progress(i / steps, f"step {i} of attempt {job.attempt}")
+        time.sleep(gap)
+    if job.attempt <= d.get("fail", 0):
+        raise RuntimeError(f"planned failure {job.attempt}")
+    return f"{job.id} done"
+
+
+async def progress_async(data: str, job) -> str:
+    """Async, two parameters: as progress_sync."""
+    d = json.loads(data)
+    steps, gap = d.get("steps", 4), d.get("gap", 0)
+    for i in range(1, steps + 1):
+        await job.progress(i / steps, f"step {i} of attempt {job.attempt}")
+        await asyncio.sleep(gap)
+    if job.attempt <= d.get("fail", 0):
+        raise RuntimeError(f"planned failure {job.attempt}")
+    return f"{job.id} done"
+
+
+def progress_flood(data: str, job) -> str:
+    """Sync: reports as fast as it can for `seconds`, then 1.0 last."""
+    d = json.loads(data)
+    end = time.monotonic() + d.get("seconds", 0.5)
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+        job.progress((n % 1000) / 1000)
+    job.progress(1.0, f"{n} reports")
+    return str(n)
+
+
+def progress_out_of_range(data: str, job) -> str:
+    try:
+        job.progress(1.5)
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    return "accepted"
+
+
+async def one_param_async(data: str) -> str:
+    return data.upper()

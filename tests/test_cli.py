@@ -165,6 +165,25 @@ def test_watch_prints_each_event_and_a_progress_line(cli, workers, api_process):
     assert "processed" not in r.stderr  # no progress line when stderr is not a terminal
 
 
+def test_watch_draws_a_progress_bar_per_running_job(cli, workers, api_process):
+    login(cli)
+    watch = cli.popen("watch", "--count", "1", "--progress", "--timeout", "60")
+    try:
+        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
+        r = cli("enqueue", json.dumps({"steps": 10, "gap": 0.3}))
+        assert r.returncode == 0, r.stderr
+        workers.start(QUEUE_HANDLER="tests.handlers:progress_sync")
+        out, err = watch.communicate(timeout=60)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, err
+    assert "COMPLETED" in out
+    bars = [line for line in err.replace("\r", "\n").splitlines() if " [#" in line]
+    assert bars, err
+    assert any("attempt 1: step" in line and "%" in line for line in bars)
+
+
 def test_watch_with_a_bad_token_exits_with_unauthenticated(cli):
     r = cli("watch", "--timeout", "10", USERQUEUE_TOKEN="not-a-token")
     assert r.returncode == 1

@@ -318,6 +318,42 @@ async def test_two_apis_four_workers_on_a_cluster_lose_nothing_when_a_worker_is_
 
 
 @needs_cluster
+async def test_job_updates_reach_their_owner_only_on_a_cluster(cluster_settings, tmp_path):
+    """Users on different shards and masters, each listening to their own job's
+    updates through one API: each hears exactly its own job, and another
+    user's job id is NOT_FOUND."""
+    from gql.transport.exceptions import TransportQueryError
+    from tests.test_progress import updates
+
+    settings = cluster_settings
+    api = ApiProcess(settings, tmp_path)
+    workers = WorkerProcesses(settings, tmp_path)
+    try:
+        api.start()
+        users = [await asyncio.to_thread(lambda: api.client().as_user()) for _ in range(6)]
+        jobs = [await asyncio.to_thread(u.enqueue, json.dumps({"steps": 3, "gap": 0.2}))
+                for u in users]
+        started = [asyncio.Event() for _ in users]
+        listeners = [asyncio.create_task(updates(api, u.token, j["id"], started=s, timeout=90))
+                     for u, j, s in zip(users, jobs, started)]
+        for ev in started:
+            await ev.wait()
+        await asyncio.to_thread(wait_until, lambda: _subscriptions(api) >= len(users),
+                                15, 0.05, "subscriptions")
+        workers.start("--handler", "tests.handlers:progress_async")
+        for job, heard in zip(jobs, await asyncio.gather(*listeners)):
+            assert {u["job"]["id"] for u in heard} == {job["id"]}
+            assert [u["kind"] for u in heard] == [
+                "QUEUED", "STARTED", "PROGRESS", "PROGRESS", "PROGRESS", "COMPLETED"]
+        with pytest.raises(TransportQueryError) as err:
+            await updates(api, users[0].token, jobs[1]["id"], timeout=20)
+        assert err.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
+    finally:
+        workers.stop_all()
+        api.stop()
+
+
+@needs_cluster
 def test_a_light_user_is_served_within_a_round_on_a_busy_cluster(
         cluster_settings, cluster_client, tmp_path):
     """Six users with big backlogs fill every slot; each slot takes its next job

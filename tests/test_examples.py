@@ -96,3 +96,55 @@ def test_node_listener_refused_token_exits_non_zero(api_process):
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 1
     assert "error:" in r.stderr
+
+
+def test_python_client_follows_a_jobs_progress(api_process, workers):
+    username = f"py_{uuid.uuid4().hex[:8]}"
+    env = example_env(api_process, USERQUEUE_USERNAME=username, USERQUEUE_PASSWORD=PASSWORD)
+    follower = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "python_client.py"), "--timeout", "60", "--follow",
+         "one two three four"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:  # the job runs once it follows it: every update is heard
+        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
+        workers.start(QUEUE_HANDLER="examples.progress_handler:count_words",
+                      EXAMPLE_STEP_SECONDS="0.15")
+        out, err = follower.communicate(timeout=90)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, out + err
+    kinds = [line.split()[0] for line in out.splitlines()
+             if line.split()[0] in ("QUEUED", "STARTED", "PROGRESS", "COMPLETED")]
+    assert kinds == ["QUEUED", "STARTED"] + ["PROGRESS"] * 4 + ["COMPLETED"]
+    assert "[####################] 100% word 4 of 4" in out
+    assert "'4 words'" in out.splitlines()[-1]
+
+
+def test_node_job_updates_follows_a_job_to_its_end_and_resumes(api_process, workers):
+    node = _node_or_skip()
+    api = api_process.client().as_user(password=PASSWORD)
+    job_id = api.enqueue("a b c")["id"]
+    env = example_env(api_process, USERQUEUE_TOKEN=api.token)
+    cmd = [node, "node_job_updates.mjs", "--id", job_id, "--timeout", "60"]
+    follower = subprocess.Popen(cmd, cwd=EXAMPLES, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
+        workers.start(QUEUE_HANDLER="examples.progress_handler:count_words",
+                      EXAMPLE_STEP_SECONDS="0.15")
+        out, err = follower.communicate(timeout=90)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    updates = [json.loads(line) for line in out.splitlines()]
+    assert [u["kind"] for u in updates] == [
+        "QUEUED", "STARTED", "PROGRESS", "PROGRESS", "PROGRESS", "COMPLETED"]
+    assert updates[-1]["job"]["processedData"] == "3 words"
+    assert "100% word 3 of 3" in err
+    # the whole story again, from the first update's cursor on: an exact replay
+    replay = subprocess.run([*cmd, "--after", updates[0]["cursor"]], cwd=EXAMPLES, env=env,
+                            capture_output=True, text=True, timeout=90)
+    assert replay.returncode == 0, replay.stderr
+    assert [json.loads(line) for line in replay.stdout.splitlines()] == updates[1:]

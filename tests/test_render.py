@@ -11,10 +11,10 @@ from graphql import execute
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.jobs import JobRecord, JobStatus
+from engine.jobs import JobRecord, JobStatus, UpdateKind
 from graph.live.fanout import plan_for
 from graph.schema import build_schema
-from graph.types import Job, ProcessedEvent
+from graph.types import Job, JobUpdate, ProcessedEvent
 
 SCHEMA = build_schema()
 JOB_FIELDS = ["id", "requestData", "status", "processedData", "error", "attempts",
@@ -86,3 +86,20 @@ def test_other_documents_fall_back_to_graphql_core(query):
     assert plan is not None and plan.compiled is None
     rec = RECORDS[0]
     assert plan.render("5-0", rec) == by_graphql_core(query, "5-0", rec)
+
+
+@pytest.mark.parametrize("kind", list(UpdateKind))
+@pytest.mark.parametrize("query", [
+    'subscription { jobUpdates(id: "j1") { cursor kind job { id status progress'
+    ' progressMessage attempts } } }',
+    'subscription S($a: String) { u: jobUpdates(id: "j1", after: $a) { __typename k: kind'
+    ' j: job { ' + " ".join(JOB_FIELDS) + ' } } }',
+])
+def test_job_updates_render_as_graphql_core_does(query, kind):
+    rec = record(JobStatus.PROCESSING, progress=0.375, progress_message="ünd \"so\"")
+    plan = plan_for(SCHEMA, query, None, None)
+    assert plan.compiled is not None, "jobUpdates takes the compiled path too"
+    result = execute(plan.schema, plan.document, root_value=JobUpdate(
+        cursor="7-1", kind=kind, job=Job.of(rec)))
+    assert not result.errors
+    assert plan.render("7-1", kind, rec) == json.dumps({"data": result.data}, separators=(",", ":"))

@@ -140,6 +140,10 @@ async def test_every_status_of_every_script_reads_as_a_value_or_an_exception(
     assert await queue.cancel(ann, "no-such-job") is None
 
     [job] = (await queue.claim(base, 1, "w", 30)).jobs
+    assert await queue.progress(job, 0.4, None) == "", "stored, nobody follows it"
+    assert (await queue.watch(ann, job.job_id))[0].progress == 0.4
+    assert await queue.watch(ann, "no-such-job") == (None, None)
+    assert (await queue.progress(job, 0.5, "half")).count("-") == 1, "followed: a cursor"
     with pytest.raises(NotQueued) as conflict:
         await queue.cancel(ann, job.job_id)
     assert conflict.value.status == "PROCESSING"
@@ -150,6 +154,7 @@ async def test_every_status_of_every_script_reads_as_a_value_or_an_exception(
     stale = await queue.finish(job, True, "again", claim_n=0, **w)
     assert (stale.verdict, stale.jobs) == ("stale", [])
     assert await queue.heartbeat([job], 30) == [job.member]
+    assert await queue.progress(job, 1.0, None) is None, "stale: not recorded"
 
     retry = await queue.finish(done.jobs[0], False, "boom", claim_n=1, **w)
     assert retry.verdict == "retry"

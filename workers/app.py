@@ -9,7 +9,8 @@ from engine import connection
 from engine.queue import Queue
 from engine.settings import QueueSettings
 
-from .loader import load_handler
+from .context import takes_job
+from .loader import BadHandler, load_handler
 from .runners import HandlerProcesses
 from .worker import Worker, WorkerConfig
 
@@ -31,6 +32,9 @@ def create_worker(settings: QueueSettings, redis_url: str, *, burst: bool = Fals
     )
     runner = None
     if settings.queue_isolation == "process" and not inspect.iscoroutinefunction(handler):
+        if takes_job(handler):  # its reports would have to cross the process boundary
+            raise BadHandler("QUEUE_ISOLATION=process runs handlers of one parameter only; "
+                             "a handler that takes the job context runs with `thread`")
         runner = HandlerProcesses(settings.queue_concurrency, handler,
                                   settings.log_level, settings.log_format)
     return Worker(queue, handler, config, blocking_redis=connection.client(

@@ -21,6 +21,9 @@ class Outcome:
     ok: bool
     value: str
     kind: str = ""
+    # the attempt's last progress report not yet written (workers/context.py):
+    # recorded with the outcome, in the same script
+    progress: tuple[float, str | None] | None = None
 
 
 def run(handler: Callable, data: str) -> Outcome:

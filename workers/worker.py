@@ -45,6 +45,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from redis.asyncio import Redis
@@ -57,6 +58,7 @@ from engine.logs import log_context
 from engine.queue import Batch, Queue
 
 from . import metrics
+from .context import AsyncJobContext, JobContext, Progress, takes_job
 from .outcomes import Outcome, check_result, failure
 from .runners import HandlerProcesses, HandlerThreads, HandlerTimeout
 
@@ -167,6 +169,7 @@ class Worker:
             queue, self.blocking_redis,
             one_per_key=isinstance(self.blocking_redis, RedisCluster))
         self._is_async = inspect.iscoroutinefunction(handler)
+        self._takes_job = takes_job(handler)  # a second parameter: the job context
         # where a sync handler runs (workers/runners.py): threads unless told otherwise
         self._runner = runner or HandlerThreads(config.concurrency)
         self._runner.on_change = self._threads_changed
@@ -364,10 +367,25 @@ class Worker:
 
     async def _attempt(self, job: Claimed) -> Outcome:
         """The handler's failure of any kind is the job's, not the worker's: only
-        the worker's own cancellation (shutdown) passes through."""
+        the worker's own cancellation (shutdown) passes through. A handler that
+        takes the job context gets one for this attempt; the report it still
+        holds at the end goes with the outcome (workers/context.py). On
+        shutdown's cancel nothing more is written: the job is handed back."""
+        if not self._takes_job:
+            return await self._outcome(job, None)
+        progress = Progress(partial(self.queue.progress, job), asyncio.get_running_loop())
+        try:
+            outcome = await self._outcome(job, progress)
+        except asyncio.CancelledError:
+            progress.abandon()
+            raise
+        outcome.progress = await progress.close()
+        return outcome
+
+    async def _outcome(self, job: Claimed, progress: Progress | None) -> Outcome:
         started = time.perf_counter()
         try:
-            return await self._call(job.data)
+            return await self._call(job, progress)
         except HandlerTimeout:
             return Outcome(False, f"timed out after {self.config.job_timeout_seconds:g}s",
                            "timeout")
@@ -380,14 +398,22 @@ class Worker:
         finally:
             metrics.HANDLER_SECONDS.observe(time.perf_counter() - started)
 
-    async def _call(self, data: str) -> Outcome:
+    async def _call(self, job: Claimed, progress: Progress | None) -> Outcome:
         """The handler's outcome; HandlerTimeout once it has run for the job timeout."""
+        if progress is None:
+            return await self._run(self.handler, job.data)
+        context = (AsyncJobContext if self._is_async else JobContext)(
+            job.job_id, job.attempts, progress)
+        handler = self.handler
+        return await self._run(lambda data: handler(data, context), job.data)
+
+    async def _run(self, handler: Callable, data: str) -> Outcome:
         timeout = self.config.job_timeout_seconds
         if not self._is_async:
-            return await self._runner.call(self.handler, data, timeout)
+            return await self._runner.call(handler, data, timeout)
         try:
             async with asyncio.timeout(timeout) as deadline:  # no extra task
-                result = await self.handler(data)
+                result = await handler(data)
         except TimeoutError:
             if deadline.expired():
                 raise HandlerTimeout from None
@@ -402,7 +428,7 @@ class Worker:
             try:
                 batch = await self.queue.finish(
                     job, outcome.ok, outcome.value, claim_n=claim_n, owner=self.owner,
-                    lease_seconds=self.config.lease_seconds,
+                    lease_seconds=self.config.lease_seconds, progress=outcome.progress,
                 )
                 break
             except (RedisError, OSError) as exc:

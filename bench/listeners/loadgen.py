@@ -4,7 +4,8 @@ Separate processes, so that the listeners' own work is not the driver's; the
 driver (`LoadGenerators`) talks to each over its stdin and stdout, one JSON
 line at a time:
 
-    driver → process   {"url", "params" (one connection_init payload per listener), "out"}
+    driver → process   {"url", "params" (one connection_init payload per listener), "out",
+                        optionally "query" and "variables" (one dict per listener)}
     process → driver   {"ready", "failed", "seconds", "first_error"} once all subscribed
     driver → process   stop
     process → driver   {"done", "closed", "other", "samples"} after writing what it heard to "out"
@@ -84,10 +85,22 @@ async def listen() -> None:
     samples: list[str] = []
     closed = [0]
     sem = asyncio.Semaphore(cfg.get("concurrency", 100))
-    subscribe = json.dumps({"id": "1", "type": "subscribe", "payload": {"query": QUERY}})
+    query = cfg.get("query", QUERY)
+    variables = cfg.get("variables") or [None] * len(cfg["params"])
     parse = datetime.fromisoformat
 
-    async def open_one(params):
+    def sent_at(data: dict) -> float | None:
+        """When the event was made: a finish's finishedAt, or (jobUpdates, see
+        bench/updates.py) the epoch time the producer wrote as the report's message."""
+        if "processed" in data:
+            return parse(data["processed"]["job"]["finishedAt"]).timestamp()
+        update = data["jobUpdates"]
+        if update["kind"] != "PROGRESS":
+            kinds["update-" + update["kind"]] += 1
+            return None
+        return float(update["job"]["progressMessage"])
+
+    async def open_one(params, variables=None):
         async with sem:
             ws = await connect(cfg["url"], subprotocols=["graphql-transport-ws"],
                                ping_interval=None, compression=None, open_timeout=120,
@@ -96,7 +109,8 @@ async def listen() -> None:
             ack = json.loads(await asyncio.wait_for(ws.recv(), 120))
             if ack.get("type") != "connection_ack":
                 raise RuntimeError(f"no ack: {ack}")
-            await ws.send(subscribe)
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+                "query": query, "variables": variables}}))
             return ws
 
     def on_text(raw: bytes, reply) -> None:
@@ -105,8 +119,10 @@ async def listen() -> None:
         kind = m.get("type")
         if kind == "next":
             try:
-                t = parse(m["payload"]["data"]["processed"]["job"]["finishedAt"]).timestamp()
-            except (KeyError, TypeError):
+                t = sent_at(m["payload"]["data"])
+                if t is None:
+                    return
+            except (KeyError, TypeError, ValueError):
                 kinds["next-with-errors"] += 1
                 if len(samples) < 3:
                     samples.append(raw[:300].decode(errors="replace"))
@@ -125,7 +141,8 @@ async def listen() -> None:
         ws.transport.set_protocol(Frames(ws.transport, on_text, closed))
 
     t0 = time.perf_counter()
-    results = await asyncio.gather(*(open_one(p) for p in cfg["params"]), return_exceptions=True)
+    results = await asyncio.gather(*(open_one(p, v) for p, v in zip(cfg["params"], variables)),
+                                   return_exceptions=True)
     seconds = time.perf_counter() - t0
     socks = [r for r in results if not isinstance(r, BaseException)]
     errors = [repr(r)[:200] for r in results if isinstance(r, BaseException)]
@@ -145,23 +162,29 @@ async def listen() -> None:
 class LoadGenerators:
     """The load-generator processes of one run, driven over their stdin/stdout."""
 
-    def __init__(self, name: str, url: str, params: list[dict], processes: int):
+    def __init__(self, name: str, url: str, params: list[dict], processes: int,
+                 query: str | None = None, variables: list[dict] | None = None):
         self.name, self.url, self.listeners = name, url, len(params)
         self.parts = [params[i::processes] for i in range(processes)]
+        self.query = query
+        self.variables = [variables[i::processes] for i in range(processes)] if variables \
+            else [None] * processes
         self.procs: list[asyncio.subprocess.Process] = []
         self.outs = [WORK / f"listeners-{name}-{i}.bin" for i in range(processes)]
 
     async def start(self) -> None:
         WORK.mkdir(parents=True, exist_ok=True)
         with open(WORK / f"listeners-{self.name}-clients.log", "ab") as log:  # noqa: ASYNC230
-            for part, out in zip(self.parts, self.outs):
+            for part, variables, out in zip(self.parts, self.variables, self.outs):
                 p = await asyncio.create_subprocess_exec(
                     PY, "-m", "bench.listeners.loadgen", cwd=ROOT,
                     env={**os.environ, "PYTHONPATH": str(ROOT)},
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                     limit=2**20, start_new_session=True)
-                p.stdin.write((json.dumps({"url": self.url, "params": part, "out": str(out),
-                                           "concurrency": 100}) + "\n").encode())
+                cfg = {"url": self.url, "params": part, "out": str(out), "concurrency": 100}
+                if self.query:
+                    cfg |= {"query": self.query, "variables": variables}
+                p.stdin.write((json.dumps(cfg) + "\n").encode())
                 await p.stdin.drain()
                 self.procs.append(p)
 

@@ -90,6 +90,96 @@ local function job_json(jid)
   return cjson.encode(job_table(jid))
 end
 
+--@helper update_json
+--@include job_table
+-- The job as a non-terminal update carries it: without its request data (the
+-- API takes that from the job itself) or lease token, so a job that reports
+-- progress often costs little memory however large its payload.
+local function update_json(jid)
+  local t = job_table(jid)
+  t.data, t.token = nil, nil
+  return cjson.encode(t)
+end
+
+--@helper record_update
+--@include keys
+-- Append an update to the job's own stream, which jobUpdates replays (CONTRACT
+-- §8); the entry's id is the update's cursor. The stream expires with the job
+-- (expire_job), so it outlives the finish by QUEUE_FINISHED_RETENTION_SECONDS at least.
+local function record_update(jid, kind, body)
+  return redis.call('XADD', keys.updates(jid), 'MAXLEN', '~', UPDATES_KEEP, '*',
+                    'k', kind, 'j', body)
+end
+
+--@helper watched
+--@include keys
+-- Someone has subscribed to the job's updates (watch.lua set `w`). Only such
+-- a job's updates are recorded: a cursor comes from a subscription, so nobody
+-- can ask to replay what came before the first one, and a job nobody follows
+-- costs no stream (a stream takes about 4.7 KB however small its entries).
+local function watched(jid)
+  return redis.call('HEXISTS', keys.job(jid), 'w') == 1
+end
+
+--@helper job_update
+--@include keys, update_json, record_update
+-- An update that does not finish the job (STARTED, PROGRESS, RETRYING) or a
+-- cancel: recorded in the job's stream and noted in the shard's stream, where
+-- the API's readers find it. With the bounds (bounds_at), the note is capped
+-- and carries the body when it is small (as a finish's entry does);
+-- without (a start: claim has no bounds) it holds ids only, the readers read
+-- the body from the job's stream (only for jobs someone listens to), and the
+-- cap is left to the next capped XADD, which every start is followed by (its
+-- finish, retry or reclaim).
+local function job_update(uid, jid, kind, bounds)
+  local body = update_json(jid)
+  local cursor = record_update(jid, kind, body)
+  if not bounds then
+    redis.call('XADD', keys.shard_events(), '*', 'u', uid, 'i', jid, 'c', cursor, 'k', kind)
+  elseif #body <= bounds.inline then
+    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
+               'u', uid, 'i', jid, 'c', cursor, 'k', kind, 'j', body)
+  else
+    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
+               'u', uid, 'i', jid, 'c', cursor, 'k', kind)
+  end
+  return cursor
+end
+
+--@helper record_progress
+--@include keys, watched, job_update
+-- A progress report of the attempt that holds the job (the caller checked
+-- the lease): stored on the job and, if someone follows it, sent as a
+-- PROGRESS update. value is text (0..1); message nil: none. Returns the
+-- update's cursor, '' when the job is not watched.
+local function record_progress(uid, jid, value, message, bounds)
+  local jk = keys.job(jid)
+  if message then
+    redis.call('HSET', jk, 'progress', value, 'pmsg', message)
+  else
+    redis.call('HSET', jk, 'progress', value)
+    redis.call('HDEL', jk, 'pmsg')
+  end
+  if not watched(jid) then return '' end
+  return job_update(uid, jid, 'PROGRESS', bounds)
+end
+
+--@helper attempt_started
+--@include keys, watched, job_update
+-- A new attempt starts without progress, and jobUpdates hears STARTED.
+local function attempt_started(uid, jid)
+  redis.call('HDEL', keys.job(jid), 'progress', 'pmsg')
+  if watched(jid) then job_update(uid, jid, 'STARTED') end
+end
+
+--@helper expire_job
+--@include keys
+-- Let Redis forget a job `seconds` from now: its hash and its updates.
+local function expire_job(jid, seconds)
+  redis.call('EXPIRE', keys.job(jid), seconds)
+  redis.call('EXPIRE', keys.updates(jid), seconds)
+end
+
 --@helper touch
 --@include keys, member
 -- Mark a change MongoDB should see: bump the record's version, queue it for the archiver.
@@ -159,7 +249,7 @@ local function bounds_at(i)
 end
 
 --@helper cap_ready
---@include keys
+--@include keys, expire_job
 -- At most bounds.ready jobs wait for dequeue: the oldest drop out of the
 -- dequeue order. Redis then forgets them as it does dequeued ones (once
 -- archived, after the retention; see archived.lua), so the ready cap bounds
@@ -175,15 +265,18 @@ local function cap_ready(uid, bounds, length)
       redis.call('HSET', jk, 'dropped', 1)
     end
     if ttl > bounds.retention then  -- archived already, kept for QUEUE_RESULT_TTL_SECONDS
-      redis.call('EXPIRE', jk, bounds.retention)
+      expire_job(jid, bounds.retention)
     end
   end
   redis.call('LTRIM', rk, over, -1)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_json, schedule, tally
+--@include keys, drop_lease, cap_ready, touch, job_table, schedule, tally, record_update
 -- Record a terminal outcome once: ready for dequeue, one event, archived.
+-- One entry of the shard's stream serves both `processed` and jobUpdates: for
+-- a watched job it names the job (i) and its terminal update's cursor (x) in
+-- the job's stream.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
 -- from the user's stream), so it holds at most shard_keep x inline bytes of them.
@@ -195,22 +288,26 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   touch(uid, jid)
-  local body = job_json(jid)
+  local job = job_table(jid)
+  local body = cjson.encode(job)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
                             'j', body)
-  if #body <= bounds.inline then
-    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
-               'u', uid, 'c', cursor, 'j', body)
-  else
-    redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
-               'u', uid, 'c', cursor)
+  local entry = {'u', uid, 'c', cursor}
+  if job.w then  -- followed by jobUpdates: its terminal update
+    job.data = nil  -- as in update_json: the job's stream keeps no copy of the request
+    local update = record_update(jid, status, cjson.encode(job))
+    entry[#entry + 1], entry[#entry + 2], entry[#entry + 3], entry[#entry + 4] = 'i', jid, 'x', update
   end
+  if #body <= bounds.inline then
+    entry[#entry + 1], entry[#entry + 2] = 'j', body
+  end
+  redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*', unpack(entry))
   schedule(uid, quiet)
   return cursor
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule, count_queued
+--@include keys, finish_terminal, drop_lease, schedule, count_queued, watched, job_update
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its user's queue, or fail it for good.
 -- Returns 'failed' or 'retry'.
@@ -228,6 +325,7 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   drop_lease(uid, jid)
   redis.call('LPUSH', keys.pending(uid), jid)
   count_queued(uid, 1, t)
+  if watched(jid) then job_update(uid, jid, 'RETRYING', bounds) end
   if delay <= 0 then
     schedule(uid, quiet)
   else
@@ -249,8 +347,28 @@ local function promote_due(t)
   end
 end
 
+--@helper start_job
+--@include keys, member, count_queued, attempt_started
+-- Start uid's job jid, just taken from its queue: a new attempt under a new
+-- lease token. Returns {uid, jid, data, attempts, token}.
+local function start_job(uid, jid, owner, lease_ms, t)
+  local jk = keys.job(jid)
+  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+  local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
+  -- a redriven job (retry.lua) counts attempts from 0 again: its round
+  -- keeps a lease of an earlier run from matching this one
+  local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
+  redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
+  redis.call('HINCRBY', jk, 'v', 1)
+  redis.call('SET', keys.state(uid), 'a')
+  redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
+  count_queued(uid, -1, t)
+  attempt_started(uid, jid)
+  return {uid, jid, data, attempts, token}
+end
+
 --@helper claim
---@include keys, member, promote_due, count_queued
+--@include keys, promote_due, start_job
 -- Take up to n jobs: the head job of each user at the front of the rotation.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
@@ -261,18 +379,7 @@ local function claim(n, owner, lease_ms, t)
     if not uid then break end
     local jid = redis.call('LPOP', keys.pending(uid))
     if jid then
-      local jk = keys.job(jid)
-      local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-      local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
-      -- a redriven job (retry.lua) counts attempts from 0 again: its round
-      -- keeps a lease of an earlier run from matching this one
-      local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
-      redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
-      redis.call('HINCRBY', jk, 'v', 1)
-      redis.call('SET', keys.state(uid), 'a')
-      redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
-      count_queued(uid, -1, t)
-      out[#out + 1] = {uid, jid, data, attempts, token}
+      out[#out + 1] = start_job(uid, jid, owner, lease_ms, t)
     else
       redis.call('DEL', keys.state(uid))
     end

@@ -1,7 +1,7 @@
 -- The archiver stored these versions of jobs in MongoDB: drop them from the
 -- archive list and, once nothing more will happen to a job, let Redis forget
 -- it in time.
---@include keys, member
+--@include keys, member, expire_job
 -- ARGV: result_ttl_seconds, finished_retention_seconds, then triples (uid, jid, v)
 -- Returns {'ok'}.
 local result_ttl, retention = tonumber(ARGV[1]), math.max(1, tonumber(ARGV[2]))
@@ -16,9 +16,9 @@ for i = 3, #ARGV, 3 do
     redis.call('LREM', keys.archive(), 0, member(uid, jid))  -- every entry is this version or older
     -- dropped: it left the ready list unread (QUEUE_MAX_READY, cap_ready in _lib.lua)
     if status == 'CANCELLED' or dequeued or dropped then
-      redis.call('EXPIRE', jk, retention)
+      expire_job(jid, retention)
     elseif status == 'COMPLETED' or status == 'FAILED' then
-      redis.call('EXPIRE', jk, result_ttl)
+      expire_job(jid, result_ttl)
     end
   end
 end

@@ -1,6 +1,6 @@
 -- Cancel a QUEUED job (also one waiting for a retry): it is never processed.
---@include keys, now_ms, touch, schedule, job_json, count_queued
--- ARGV: uid, jid. Returns {'ok', job_json}, {'conflict', status} or {'missing'}.
+--@include keys, now_ms, touch, schedule, job_json, count_queued, bounds_at, watched, job_update
+-- ARGV: uid, jid, then the bounds (bounds_at). Returns {'ok', job_json}, {'conflict', status} or {'missing'}.
 local uid, jid = ARGV[1], ARGV[2]
 local jk = keys.job(jid)
 local owner, status = unpack(redis.call('HMGET', jk, 'uid', 'status'))
@@ -14,6 +14,7 @@ local t = now_ms()
 redis.call('HSET', jk, 'status', 'CANCELLED', 'finished', t)
 touch(uid, jid)
 count_queued(uid, -1, t)
+if watched(jid) then job_update(uid, jid, 'CANCELLED', bounds_at(3)) end
 local state = redis.call('GET', keys.state(uid))
 local left = redis.call('LLEN', pending)
 if state == 'r' and left == 0 then

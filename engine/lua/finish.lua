@@ -1,7 +1,9 @@
 -- Record one attempt's outcome, then claim more work in the same round trip.
---@include keys, now_ms, bounds_at, holds_lease, finish_terminal, attempt_failed, claim, signal, next_due_in
+--@include keys, now_ms, bounds_at, holds_lease, finish_terminal, attempt_failed, claim, signal, next_due_in, record_progress
 -- ARGV: uid, jid, token, outcome ('ok' | 'error'), value (result or error),
---       max_attempts, retry_base_ms, claim_n, owner, lease_ms, then the bounds (bounds_at)
+--       max_attempts, retry_base_ms, claim_n, owner, lease_ms, then the bounds
+--       (bounds_at, 5 of them), then the attempt's last progress report not
+--       yet written ('' none, or value, has_message '1'/'0', message)
 -- Returns {verdict, next_due_ms, claimed jobs...}; the verdict (the status) is
 -- 'completed', 'retry', 'failed' or 'stale' (the lease was lost: nothing was
 -- recorded). Jobs are claimed whatever the verdict.
@@ -15,6 +17,9 @@ if not holds_lease(jid, token) then
   verdict = 'stale'
 else
   local quiet = claim_n > 0
+  if ARGV[16] ~= '' then  -- recorded before the outcome, in the same step
+    record_progress(uid, jid, ARGV[16], ARGV[17] == '1' and ARGV[18] or nil, bounds)
+  end
   if outcome == 'ok' then
     finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet)
     verdict = 'completed'

@@ -1,7 +1,7 @@
 -- Cancel a user's QUEUED jobs (purgeQueue), the oldest first, up to a batch:
 -- the caller calls again while some are left, so no call blocks Redis long.
---@include keys, now_ms, touch, count_queued
--- ARGV: uid, batch. Returns {'ok', cancelled, left}.
+--@include keys, now_ms, touch, count_queued, bounds_at, watched, job_update
+-- ARGV: uid, batch, then the bounds (bounds_at). Returns {'ok', cancelled, left}.
 local uid, batch = ARGV[1], tonumber(ARGV[2])
 local pending = keys.pending(uid)
 local t = now_ms()
@@ -9,6 +9,7 @@ local jids = redis.call('LRANGE', pending, 0, batch - 1)
 for _, jid in ipairs(jids) do
   redis.call('HSET', keys.job(jid), 'status', 'CANCELLED', 'finished', t)
   touch(uid, jid)
+  if watched(jid) then job_update(uid, jid, 'CANCELLED', bounds_at(3)) end
 end
 redis.call('LTRIM', pending, #jids, -1)
 count_queued(uid, -#jids, t)

@@ -22,6 +22,7 @@ else
   if status ~= 'FAILED' and status ~= 'CANCELLED' then return {'conflict', status} end
   before = job_json(jid)
   redis.call('PERSIST', jk)  -- archived.lua may have set its retention
+  redis.call('PERSIST', keys.updates(jid))  -- and its updates'
   redis.call('HDEL', jk, 'error', 'result', 'last_error', 'retry_at', 'started', 'finished',
              'dequeued', 'dropped', 'token')
   redis.call('LREM', keys.ready(uid), 1, jid)  -- a FAILED one not yet dequeued

@@ -9,6 +9,11 @@ A listener that asks for `after` first replays its user's stream after that
 cursor, then takes live events newer than the last one it replayed: no gap,
 no repeat. A listener that falls too far behind is re-synced from the user's
 stream the same way instead of growing without bound.
+
+jobUpdates (CONTRACT §8) listens to one job the same way: the same readers
+hand each update noted in the shard stream to the listeners of its job (and
+never to `processed` ones), and the job's own stream is what a listener
+replays, resumes and catches up from.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from engine import connection
-from engine.jobs import JobRecord
+from engine.jobs import JobRecord, Update, UpdateKind
 from engine.loop import cancel_and_wait
 from engine.queue import Queue, ShardEvent
 
@@ -69,11 +74,13 @@ class Listener:
     nothing is lost or sent twice on the way back.
     """
 
-    def __init__(self):
+    def __init__(self, data: str | None = None):
         self.events: asyncio.Queue = asyncio.Queue(LISTENER_BUFFER)
         self.lagged = False
         self.last = (0, 0)  # cursor key of the last event handed on
-        self.sink: Callable[[str, JobRecord], bool] | None = None
+        self.sink: Callable[..., bool] | None = None
+        self.data = data  # a job's listener: its request data (updates leave it out)
+        self.ended = False  # a job's listener: its terminal update went out by the sink
 
     def put(self, event: tuple[str, JobRecord]) -> None:
         if self.sink is not None:
@@ -107,6 +114,10 @@ class Listener:
             return False
         if sent:
             self.last = key
+            if len(event) == 3 and event[1].terminal:  # a job's last update: the
+                self.ended = True                       # listening task can stop
+                self.sink = None
+                self.events.put_nowait(None)
         return sent
 
 
@@ -114,7 +125,8 @@ class EventHub:
     def __init__(self, queue: Queue, blocking_redis: Redis):
         self.queue = queue
         self.redis = blocking_redis  # XREAD BLOCK holds its connection while it waits
-        self._listeners: dict[str, set[Listener]] = defaultdict(set)
+        # a user's id: `processed` listeners; (user id, job id): jobUpdates ones
+        self._listeners: dict[str | tuple[str, str], set[Listener]] = defaultdict(set)
         self._readers: list[asyncio.Task] = []
         self._on_event: list[Callable[[str], None]] = []
 
@@ -145,6 +157,7 @@ class EventHub:
                 entries = await self.queue.read_shard_events(
                     base, last, count=1000, block_ms=1000, client=self.redis)
                 bodies = await self._large_bodies(entries)
+                updates = await self._updates(entries)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -157,7 +170,7 @@ class EventHub:
                 continue
             for entry in entries:
                 last = entry.entry_id
-                self._dispatch(entry, bodies)
+                self._dispatch(entry, bodies, updates)
 
     async def _large_bodies(self, entries: list[ShardEvent]) -> dict[tuple[str, str], str]:
         """The bodies the shard stream left out (jobs over QUEUE_EVENT_INLINE_BYTES,
@@ -166,15 +179,37 @@ class EventHub:
         common case, cost no extra round trip; the shard stream stays small in
         bytes however large the jobs are."""
         wanted = [(e.user_id, e.cursor) for e in entries
-                  if e.body is None and e.user_id in self._listeners]
+                  if e.body is None and e.kind is None and (
+                      e.user_id in self._listeners or (e.user_id, e.job_id) in self._listeners)]
         return await self.queue.event_bodies(wanted) if wanted else {}
 
-    def _dispatch(self, entry: ShardEvent, bodies: dict[tuple[str, str], str]) -> None:
+    async def _updates(self, entries: list[ShardEvent]) -> dict[tuple[str, str, str], Update]:
+        """The updates the shard stream notes without their body (STARTED, or a
+        large one: see job_update in engine/lua/_lib.lua) of jobs someone
+        listens to, read from their jobs' streams in one pipelined round trip
+        per batch."""
+        wanted = [(e.user_id, e.job_id, e.cursor) for e in entries
+                  if e.kind is not None and e.body is None
+                  and (e.user_id, e.job_id) in self._listeners]
+        return await self.queue.update_bodies(wanted) if wanted else {}
+
+    def _dispatch(self, entry: ShardEvent, bodies: dict[tuple[str, str], str],
+                  updates: dict[tuple[str, str, str], Update]) -> None:
         uid = entry.user_id
+        if entry.kind is not None:  # a job's update: for its jobUpdates listeners only
+            listeners = self._listeners.get((uid, entry.job_id))
+            if not listeners:
+                return
+            update = (Update(entry.cursor, UpdateKind(entry.kind), JobRecord.from_json(entry.body))
+                      if entry.body is not None
+                      else updates.get((uid, entry.job_id, entry.cursor)))
+            if update:  # else: gone already, or a listener came while it was read (see below)
+                self._to_job(listeners, update)
+            return
         for callback in self._on_event:
             callback(uid)
-        listeners = self._listeners.get(uid)
-        if not listeners:
+        listeners = self._listeners.get(uid, ())
+        if not listeners and not (entry.update and (uid, entry.job_id) in self._listeners):
             return
         body = entry.body or bodies.get((uid, entry.cursor))
         if body is None:
@@ -183,23 +218,38 @@ class EventHub:
             # stream dropped it already (QUEUE_EVENTS_KEEP newer events): a replay
             # would not find it either.
             return
-        event = (entry.cursor, JobRecord.from_json(body))
+        record = JobRecord.from_json(body)
+        event = (entry.cursor, record)
+        for listener in listeners:
+            listener.put(event)
+        if entry.update is not None:  # the job's terminal update: the same body
+            job_listeners = self._listeners.get((uid, entry.job_id))
+            if job_listeners:
+                self._to_job(job_listeners, Update(entry.update, UpdateKind(record.status.value),
+                                                   record))
+
+    @staticmethod
+    def _to_job(listeners: set[Listener], update: Update) -> None:
+        update.job.request_data = next(iter(listeners)).data or update.job.request_data
+        event = (update.cursor, update.kind, update.job)
         for listener in listeners:
             listener.put(event)
 
     # ---- listeners ----
 
-    def add(self, uid: str) -> Listener:
-        listener = Listener()
-        self._listeners[uid].add(listener)
+    def add(self, key: str | tuple[str, str], data: str | None = None) -> Listener:
+        """A listener of a user's events (key: the user id) or of one job's
+        updates (key: (user id, job id), with the job's request data)."""
+        listener = Listener(data)
+        self._listeners[key].add(listener)
         return listener
 
-    def remove(self, uid: str, listener: Listener) -> None:
-        listeners = self._listeners.get(uid)
+    def remove(self, key: str | tuple[str, str], listener: Listener) -> None:
+        listeners = self._listeners.get(key)
         if listeners is not None:
             listeners.discard(listener)
             if not listeners:
-                del self._listeners[uid]
+                del self._listeners[key]
 
     async def check_cursor(self, uid: str, after: str) -> None:
         """A cursor is valid while its event is retained (or "0": from the start).
@@ -252,6 +302,86 @@ class EventHub:
         finally:
             listener.sink = None
             self.remove(uid, listener)
+
+    async def check_update_cursor(self, uid: str, jid: str, after: str) -> None:
+        """jobUpdates' `after`: a cursor of one of the job's retained updates,
+        or "0-0" (every update retained: the cursor of a job's first update
+        when it had none yet)."""
+        key = parse_cursor(after)
+        if key != (0, 0) and not await self.queue.has_update(uid, jid, "%d-%d" % key):
+            raise BadUserInput(
+                "cursor unknown or too old: not an update of this job that is still "
+                "retained; subscribe without `after` for the job's current state",
+                argument="after")
+
+    async def job_updates(self, uid: str, record: JobRecord, after: str | None = None, *,
+                          sink: Callable[..., bool] | None = None,
+                          ) -> AsyncIterator[tuple[str, UpdateKind, JobRecord]]:
+        """One job's updates as (cursor, kind, job), until its terminal one.
+
+        Without `after`, the first is the job's current state (`record`, its
+        MongoDB copy, stands in when Redis has forgotten the job); with it (a
+        cursor check_update_cursor accepted), the updates after it. Then live
+        ones; `sink` as in `listen`."""
+        jid = record.id
+        key = (uid, jid)
+        listener = self.add(key, record.request_data)
+        try:
+            # from here on the job's updates are recorded, and this listener hears them
+            live, cursor = await self.queue.watch(uid, jid)
+            if after is None:
+                current = live or record
+                kind = UpdateKind.of_status(current.status)
+                cursor = cursor or "0-0"
+                listener.last = cursor_key(cursor)
+                yield cursor, kind, current
+                if kind.terminal:
+                    return
+            else:
+                listener.last = parse_cursor(after)
+            async for update in self._replay_job(uid, jid, listener):
+                yield update
+                if update[1].terminal:
+                    return
+            current = live or record
+            if after is not None and current.status.terminal:
+                # it ended before anyone followed it ("0-0"): its end was not recorded
+                yield cursor or "0-0", UpdateKind.of_status(current.status), current
+                return
+            while True:
+                if sink is not None and listener.events.empty() and not listener.ended:
+                    listener.sink = sink  # caught up: the reader sends from here on
+                event = await listener.events.get()
+                if event is None:
+                    if listener.ended:  # the sink sent the terminal update
+                        return
+                    listener.lagged = False
+                    CATCH_UPS.inc()
+                    async for update in self._replay_job(uid, jid, listener):
+                        yield update
+                        if update[1].terminal:
+                            return
+                    continue
+                if cursor_key(event[0]) <= listener.last:
+                    continue  # already replayed
+                listener.last = cursor_key(event[0])
+                yield event
+                if event[1].terminal:
+                    return
+        finally:
+            listener.sink = None
+            self.remove(key, listener)
+
+    async def _replay_job(self, uid: str, jid: str, listener: Listener):
+        """The job's updates after the listener's last, moving `last` along."""
+        while True:
+            page = await self.queue.updates_after(uid, jid, "%d-%d" % listener.last)
+            for update in page:
+                update.job.request_data = listener.data or update.job.request_data
+                listener.last = cursor_key(update.cursor)
+                yield update.cursor, update.kind, update.job
+            if len(page) < 500:
+                return
 
     async def _replay(self, uid: str, after: str):
         while True:

@@ -1,11 +1,12 @@
-"""`processed` over WebSockets, rendered once per event, sent as is.
+"""`processed` and `jobUpdates` over WebSockets, rendered once per event, sent as is.
 
 Strawberry executes a subscription's selection set again for every listener
 and every event, then encodes the JSON again: with ten listeners of one user
 that is ten times the same work (bench/RESULTS.md, "listeners": about 300 µs
 of CPU per message, most of it there). Here a valid `processed` subscription
 skips that: each event is executed once per distinct document and variables,
-and every listener of it sends the same bytes.
+and every listener of it sends the same bytes. `jobUpdates` (CONTRACT §8)
+goes the same way: the same hub, the same renderings, the same sockets.
 
 Once a listener has caught up, the event hub hands it each new event itself
 and the connection writes it at once (graph/live/wsprotocol.py): no task switch
@@ -53,19 +54,20 @@ from ..adapters import SendEvents, extension_of, graphql_schema, max_tokens
 from ..errors import fix
 from ..http.limits import DocumentLimits, bounded
 from ..http.metrics import OPERATIONS
-from ..types import Job, ProcessedEvent
+from ..types import Job, JobUpdate, ProcessedEvent
 from .render import NotPlain, compile_selection, is_plain
-from .subscription import ProcessedSubscription, subscribe
+from .subscription import subscribe, subscribe_job
 from .wslifetime import SocketLifetime
 from .wsprotocol import SEND_NOW
 
 log = logging.getLogger(__name__)
 
 RENDERED_KEEP = 4096  # recent (event, document) renderings shared by listeners
+SHARED = ("processed", "jobUpdates")  # the subscriptions this path serves
 
 
 class Plan:
-    """A validated `processed` subscription document and its variables."""
+    """A validated `processed` or `jobUpdates` subscription document and its variables."""
 
     def __init__(self, strawberry_schema, document: DocumentNode,
                  operation: OperationDefinitionNode, variables: dict, coerced):
@@ -75,14 +77,23 @@ class Plan:
         self.operation_name = operation.name.value if operation.name else None
         self.variables = variables
         field: FieldNode = operation.selection_set.selections[0]  # checked in plan_for
-        definition = schema.subscription_type.fields["processed"]
-        self.after = get_argument_values(definition, field, coerced).get("after")
+        self.field = field.name.value
+        definition = schema.subscription_type.fields[self.field]
+        arguments = get_argument_values(definition, field, coerced)
+        self.after = arguments.get("after")
+        self.job_id = arguments.get("id")  # jobUpdates
         self.key = (id(document), json.dumps(variables, sort_keys=True))
         self.compiled = compile_selection(strawberry_schema, field)  # None: graphql-core's way
 
-    def render(self, cursor: str, record) -> str:
-        """The `payload` of a `next` message for one event, as JSON text."""
-        event = ProcessedEvent(cursor=cursor, job=Job.of(record))
+    def render(self, *event) -> str:
+        """The `payload` of a `next` message for one event, (cursor, job) of
+        `processed` or (cursor, kind, job) of `jobUpdates`, as JSON text."""
+        if self.field == "processed":
+            cursor, record = event
+            event = ProcessedEvent(cursor=cursor, job=Job.of(record))
+        else:
+            cursor, kind, record = event
+            event = JobUpdate(cursor=cursor, kind=kind, job=Job.of(record))
         if self.compiled is not None:
             try:
                 return json.dumps({"data": self.compiled(event)}, separators=(",", ":"))
@@ -100,12 +111,14 @@ class Renderings:
         self.keep = keep
         self._done: OrderedDict = OrderedDict()
 
-    def get(self, plan: Plan, cursor: str, record) -> str:
-        # cursors are per-user stream ids: two users' events can share one
-        key = (record.user_id, cursor, plan.key)
+    def get(self, plan: Plan, *event) -> str:
+        # cursors are ids in a user's (processed) or a job's (jobUpdates) stream:
+        # two users' or jobs' events can share one
+        record = event[-1]
+        key = (record.user_id, record.id, event[0], plan.key)
         text = self._done.get(key)
         if text is None:
-            text = self._done[key] = plan.render(cursor, record)
+            text = self._done[key] = plan.render(*event)
             if len(self._done) > self.keep:
                 self._done.popitem(last=False)
         return text
@@ -113,7 +126,8 @@ class Renderings:
 
 @lru_cache(maxsize=256)
 def _checked(strawberry_schema, query: str, operation_name: str | None):
-    """(document, operation) of a valid single-field `processed` subscription, or None."""
+    """(document, operation) of a valid single-field `processed` or `jobUpdates`
+    subscription, or None."""
     try:
         document = parse(query, max_tokens=max_tokens(strawberry_schema))
     except Exception:
@@ -133,7 +147,7 @@ def _checked(strawberry_schema, query: str, operation_name: str | None):
     selections = operation.selection_set.selections
     if (operation.operation != OperationType.SUBSCRIPTION or len(selections) != 1
             or not isinstance(selections[0], FieldNode)
-            or selections[0].name.value != "processed" or selections[0].directives):
+            or selections[0].name.value not in SHARED or selections[0].directives):
         return None
     if _selects_resolvers(strawberry_schema, document):
         return None
@@ -141,7 +155,7 @@ def _checked(strawberry_schema, query: str, operation_name: str | None):
 
 
 def _selects_resolvers(strawberry_schema, document: DocumentNode) -> bool:
-    """Whether a field with a resolver of its own is selected below `processed` (such
+    """Whether a field with a resolver of its own is selected below the subscription (such
     as Job.owner): a shared rendering has no request context to run it with."""
     schema = graphql_schema(strawberry_schema)
     type_info = TypeInfo(schema)
@@ -189,26 +203,26 @@ def _error(exc: Exception) -> dict:
     return fix(GraphQLError(str(exc), original_error=exc)).formatted
 
 
-async def _send_events(ws: WebSocket, services, plan: Plan,
-                       subscription: ProcessedSubscription, prefix: str) -> dict | None:
+async def _send_events(ws: WebSocket, services, plan: Plan, subscription, prefix: str
+                       ) -> dict | None:
     """Send the user's events to one listener, each message `prefix` + payload + "}",
     until the event stream ends. Answers the error that ended it when the
     client can still hear of it."""
     renderings = services.renderings
 
-    def message(cursor, record) -> str:
-        return prefix + renderings.get(plan, cursor, record) + "}"
+    def message(event: tuple) -> str:
+        return prefix + renderings.get(plan, *event) + "}"
 
     sink = None
     send_now = ws.scope.get("extensions", {}).get(SEND_NOW)
     if send_now is not None:  # under `python -m graph`: see graph/live/wsprotocol.py
-        def sink(cursor, record) -> bool:
-            return send_now(message(cursor, record))
+        def sink(*event) -> bool:
+            return send_now(message(event))
     OPERATIONS.labels(plan.operation_name or "anonymous", "subscription", "OK").inc()
     try:
         async with contextlib.aclosing(subscription.events(sink=sink)) as events:
-            async for cursor, record in events:
-                await ws.send_text(message(cursor, record))
+            async for event in events:
+                await ws.send_text(message(event))
     except Exception as exc:  # the socket went away, the hub failed, the cursor was trimmed
         if not _gone(ws):
             return _error(exc)
@@ -225,7 +239,7 @@ class LiveConnection(SocketLifetime):
         self.schema = strawberry_schema
 
     async def shared_stream(self, query, variables, operation_name) -> SendEvents | None:
-        """The events of a `processed` subscription this path serves, once the
+        """The events of a `processed` or `jobUpdates` subscription this path serves, once the
         checks the standard path would make pass. None lets the standard path
         run, and report the error (token, cursor, a failing store): it meets
         the same error, sends it and ends the operation."""
@@ -233,8 +247,11 @@ class LiveConnection(SocketLifetime):
         if plan is None:
             return None
         try:
-            subscription = await subscribe(self.context, plan.after)
+            if plan.field == "processed":
+                subscription = await subscribe(self.context, plan.after)
+            else:
+                subscription = await subscribe_job(self.context, plan.job_id, plan.after)
         except Exception:
-            log.debug("processed subscription takes the standard path", exc_info=True)
+            log.debug("%s subscription takes the standard path", plan.field, exc_info=True)
             return None
         return partial(_send_events, self.websocket, self.context.services, plan, subscription)

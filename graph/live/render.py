@@ -45,8 +45,8 @@ def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Ste
     for node in selections:
         if not isinstance(node, FieldNode) or node.directives:
             return None
-        if node.arguments and node.name.value != "processed":  # `after` is read elsewhere
-            return None
+        if node.arguments and parent is not graphql_schema(strawberry_schema).subscription_type:
+            return None  # the subscription's own arguments are read elsewhere
         key = node.alias.value if node.alias else node.name.value
         if key in keys:
             return None  # fields merged under one key: graphql-core's business
@@ -89,7 +89,7 @@ def _constant(value):
 def _getter(strawberry_schema, parent: GraphQLObjectType, graphql_name: str):
     """Reads the field from the parent object, when it is a plain attribute."""
     if parent is graphql_schema(strawberry_schema).subscription_type:
-        return lambda root: root  # `processed` itself: the root value is the event
+        return lambda root: root  # the subscription itself: the root value is the event
     python_name = plain_attribute(strawberry_schema, parent.name, graphql_name)
     if python_name is None:
         return None
