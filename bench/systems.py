@@ -11,12 +11,14 @@ import asyncio
 import importlib.metadata as md
 import os
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
 
 from . import common
+from . import redis_time as rtime
 from .common import PY, StartLog, WORK
 
 PREFIX = "bench"  # our QUEUE_PREFIX
@@ -200,12 +202,18 @@ def all_systems() -> dict[str, System]:
     return s
 
 
-def drain_run(server, system: System, jobs, concurrency, timeout: float, sleep=0.0):
+def drain_run(server, system: System, jobs, concurrency, timeout: float, sleep=0.0,
+              redis_time: list | None = None):
     """Fill the queue, start one worker, wait for every job to start. Returns
-    (jobs/s from first to last start, jobs started, the start log)."""
+    (jobs/s from first to last start, jobs started, the start log). With a
+    `redis_time` list, appends what the drain cost Redis (bench.redis_time):
+    statistics reset after the enqueue, read once every job has finished."""
     server.flush()
     system.enqueue(server.url, jobs)
     log = StartLog(f"starts-{system.name.split()[0]}")
+    if redis_time is not None:
+        client = server.client()
+        cpu_before = rtime.reset(client)
     proc = system.start(server.url, log, concurrency, sleep=sleep)
     try:
         log.wait_for(len(jobs), timeout, proc)
@@ -214,6 +222,24 @@ def drain_run(server, system: System, jobs, concurrency, timeout: float, sleep=0
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+        if redis_time is not None:
+            _wait_finished(server, system)
+            redis_time.append(rtime.measure(client, len(jobs), cpu_before))
     finally:
         common.stop(proc)
     return log.throughput(), len(log.entries), log
+
+
+def _wait_finished(server, system: System, timeout: float = 10) -> None:
+    """Until the last started jobs have finished too (a job's finish is part of
+    its Redis time). Ours exits when drained; for BullMQ, until its wait and
+    active lists are empty."""
+    if system.name.startswith("ours"):
+        return
+    client = server.client()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        active = client.llen("bull:bench:active") + client.llen("bull:bench:wait")
+        if active == 0:
+            return
+        time.sleep(0.05)
