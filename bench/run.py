@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     rows, elapsed, argtext = _saved(rows, wanted, elapsed, args, argtext)
     print()
     print(report.table(rows))
+    print()
+    print("\n".join(report.note_lines(rows)))
     print(f"\n{elapsed:.0f}s in all")
     if not args.no_write:
         versions = {s.name: s.version for k, s in all_systems().items() if k != "ours-sync"}

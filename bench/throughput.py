@@ -71,6 +71,11 @@ def _drain_all(server, reps, scale, scenario, order, jobs_per, users, conc, log)
     return figs, solo, rtimes, counts
 
 
+def _pairs(a: Figure, b: Figure) -> str:
+    """Each repetition's a/b (run minutes apart, not hours): the spread a busy machine leaves."""
+    return " ".join(f"{x / y:.2f}" for x, y in zip(a.values, b.values) if x == x and y == y and y)
+
+
 def _setup_rows(label: str, systems, figs, solo, counts) -> list[Row]:
     rows = []
     for name, fig in solo.items():
@@ -78,7 +83,8 @@ def _setup_rows(label: str, systems, figs, solo, counts) -> list[Row]:
         row = Row(label, f"{s.name} in this harness (set-up check)", figs[name],
                   f"{s.name} alone: {standalone.SCRIPTS[name]}", fig, "0.8x-1.2x")
         row.met = 0.8 <= row.ratio <= 1.2 if row.ratio == row.ratio else None
-        row.notes.append(f"{counts[name]} jobs a run in both; same concurrency")
+        row.notes.append(f"{counts[name]} jobs a run in both, same concurrency; "
+                         f"per repetition: {_pairs(figs[name], fig)}")
         rows.append(row)
     return rows
 
@@ -121,6 +127,7 @@ def scenario1(server, reps: int, scale: float = 1.0, log=print) -> list[Row]:
                   f"{systems[name].name} {systems[name].version}", figs[name], target)
         if name == "bullmq":
             row.met = row.ratio >= 1.0
+            row.notes.append(f"per repetition: {_pairs(figs['ours'], figs[name])}")
         row.notes.append(f"jobs per run: ours {counts['ours']}, {name} {counts[name]}")
         rows.append(row)
     if "ours-sync" in figs:
@@ -151,6 +158,7 @@ def scenario2(server, reps: int, scale: float = 1.0, log=print) -> list[Row]:
         row = Row(label, "throughput", figs["ours"], label_peer, figs[name])
         if name == "bullmq":
             row.target, row.met = ">= 0.5x", row.ratio >= 0.5
+            row.notes.append(f"per repetition: {_pairs(figs['ours'], figs[name])}")
         elif name == fastest:
             row.target, row.met = ">= 2x (fastest Python peer)", row.ratio >= 2.0
         row.notes.append(f"jobs per run: ours {counts['ours']}, {name} {counts[name]}")
