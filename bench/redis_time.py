@@ -36,6 +36,7 @@ class RedisTime:
     scripts_us: float                 # EVAL/EVALSHA/FCALL rows (inner commands included)
     client_us: float                  # commands clients sent outside scripts
     cpu_us: float = float("nan")      # Redis main thread CPU (user + sys): also I/O, parsing
+    worker_cpu_us: float = float("nan")  # not Redis: the worker process's CPU (user + sys)
     rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # name: (calls, usec)
 
     @property

@@ -59,7 +59,8 @@ def _drain_all(server, reps, scale, scenario, order, jobs_per, users, conc, log)
             extra = ""
             if name in rtimes and rtimes[name]:
                 rt = rtimes[name][-1]
-                extra = f", Redis {rt.per_job_us:.1f} µs/job (CPU {rt.cpu_us:.1f})"
+                extra = (f", Redis {rt.per_job_us:.1f} µs/job (CPU {rt.cpu_us:.1f}), "
+                         f"worker CPU {rt.worker_cpu_us:.0f} µs/job")
             log(f"  s{scenario} rep {rep + 1} {name:10s} {tp:8.0f} jobs/s  "
                 f"({n} jobs, {time.time() - t:.1f}s{extra})")
             if name in solo:
@@ -94,7 +95,8 @@ def _redis_rows(label: str, systems, rtimes) -> list[Row]:
         return []
     rows = []
     for what, attr in (("Redis time per job (INFO commandstats)", "per_job_us"),
-                       ("Redis main-thread CPU per job (INFO cpu)", "cpu_us")):
+                       ("Redis main-thread CPU per job (INFO cpu)", "cpu_us"),
+                       ("worker process CPU per job (user + sys)", "worker_cpu_us")):
         ours = Figure([getattr(r, attr) for r in rtimes["ours"]], unit="µs",
                       higher_is_better=False)
         peer = Figure([getattr(r, attr) for r in rtimes["bullmq"]], unit="µs",
