@@ -54,6 +54,17 @@ def table(rows: list[Row]) -> str:
                      [head, ["---"] * len(head)] + body)
 
 
+def note_lines(rows: list[Row]) -> list[str]:
+    """Each row's notes (jobs per run, per-repetition ratios), once each."""
+    notes = []
+    for r in rows:
+        for n in r.notes:
+            line = f"- {r.scenario} / {r.metric} vs {r.peer or 'baseline'}: {n}"
+            if line not in notes:
+                notes.append(line)
+    return notes
+
+
 def plot(rows: list[Row], path) -> bool:
     try:
         import matplotlib
@@ -101,12 +112,7 @@ def write(rows: list[Row], meta: dict, analysis: str = "") -> str:
     png = BENCH / "results.png"
     has_plot = plot(rows, png)
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-    notes = []
-    for r in rows:
-        for n in r.notes:
-            line = f"- {r.scenario} / {r.metric} vs {r.peer or 'baseline'}: {n}"
-            if line not in notes:
-                notes.append(line)
+    notes = note_lines(rows)
     md = f"""# Benchmark results
 
 Produced by `python -m bench` ({meta['args']}) on {now}; every figure below comes

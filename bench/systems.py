@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata as md
 import os
+import resource
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlparse
 
 from . import common
+from . import redis_time as rtime
 from .common import PY, StartLog, WORK
 
 PREFIX = "bench"  # our QUEUE_PREFIX
@@ -200,20 +203,83 @@ def all_systems() -> dict[str, System]:
     return s
 
 
-def drain_run(server, system: System, jobs, concurrency, timeout: float, sleep=0.0):
+def drain_run(server, system: System, jobs, concurrency, timeout: float, sleep=0.0,
+              redis_time: list | None = None):
     """Fill the queue, start one worker, wait for every job to start. Returns
-    (jobs/s from first to last start, jobs started, the start log)."""
+    (jobs/s from first to last start, jobs started, the start log). With a
+    `redis_time` list, appends what the drain cost Redis (bench.redis_time):
+    statistics reset after the enqueue, read once every job has finished."""
     server.flush()
     system.enqueue(server.url, jobs)
     log = StartLog(f"starts-{system.name.split()[0]}")
+    if redis_time is not None:
+        client = server.client()
+        cpu_before = rtime.reset(client)
+        children_before = _children_cpu()
     proc = system.start(server.url, log, concurrency, sleep=sleep)
     try:
+        if redis_time is not None:  # the worker's CPU from its first start on
+            log.wait_for(1, timeout, proc)
+            at_first, jobs_then = _cpu_of(proc), len(log.entries)
         log.wait_for(len(jobs), timeout, proc)
+        if redis_time is not None:
+            at_last = _cpu_of(proc)  # nan if it has exited already (ours, --burst)
         if system.name.startswith("ours"):  # burst: let it record the last finishes
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+        if redis_time is not None:
+            _wait_finished(server, system)
+            redis_time.append(rtime.measure(client, len(jobs), cpu_before))
     finally:
         common.stop(proc)
+    if redis_time is not None:
+        # its CPU from the first start seen to the last; if it had exited by then, all
+        # its CPU (known once waited for) minus that up to the first start: that
+        # window also holds its exit, a few ms
+        used = at_last - at_first
+        if used != used:
+            used = _children_cpu() - children_before - at_first
+        redis_time[-1].worker_cpu_us = used / max(1, len(jobs) - jobs_then) * 1e6
     return log.throughput(), len(log.entries), log
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_of(proc: subprocess.Popen) -> float:
+    """CPU seconds a running worker process (and its children) has used so far."""
+    import psutil
+
+    try:
+        p = psutil.Process(proc.pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0.0
+    for q in procs:
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _wait_finished(server, system: System, timeout: float = 10) -> None:
+    """Until the last started jobs have finished too (a job's finish is part of
+    its Redis time). Ours exits when drained; for BullMQ, until its wait and
+    active lists are empty."""
+    if system.name.startswith("ours"):
+        return
+    client = server.client()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        active = client.llen("bull:bench:active") + client.llen("bull:bench:wait")
+        if active == 0:
+            return
+        time.sleep(0.05)
