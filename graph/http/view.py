@@ -45,6 +45,7 @@ from ..errors import CODES, ApiError, error_body, fix_all, log_unexpected
 from ..live.fanout import LiveConnection
 from .accept import GRAPHQL_RESPONSE, JSON, preferred
 from .graphiql import LocalGraphiQL
+from .prepared import PreparedDocuments
 
 
 MAX_JSON_DEPTH = 64  # far above any real request; deeper is refused before GraphQL sees it
@@ -126,6 +127,10 @@ def _no_constant(name: str):
 
 
 class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
+    def __init__(self, schema, *args, **kwargs):
+        super().__init__(schema, *args, **kwargs)
+        self.prepared = PreparedDocuments(schema)
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
@@ -214,6 +219,11 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
         method = request_adapter.method
         allowed = {OperationType.QUERY} if method == "GET" else {
             OperationType.QUERY, OperationType.MUTATION}
+        result = await self.prepared.execute(
+            request_data.query, request_data.variables, request_data.operation_name, context,
+            root_value, allowed, request_data.extensions)
+        if result is not None:  # a document seen before: graphql-core runs it directly
+            return result
         try:
             return await self.schema.execute(
                 request_data.query, root_value=root_value, variable_values=request_data.variables,

@@ -1,0 +1,193 @@
+"""A document seen before runs on graphql-core directly (graph/http/prepared.py): the
+answer is the same bytes, with the same status, headers and metrics, as strawberry's
+standard path gives, for enqueue mutations of any shape, good or failing."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY
+
+from graph.http.view import GraphQLView
+from tests.support import Api
+
+JOB_FIELDS = ["id", "requestData", "status", "processedData", "error", "attempts",
+              "startedAt", "finishedAt", "dequeuedAt", "__typename"]
+_ID = re.compile(rb'"[0-9a-f]{24}"')
+
+
+@pytest.fixture
+def client(settings_factory):
+    from starlette.testclient import TestClient
+
+    from graph.app import create_app
+
+    with TestClient(create_app(settings_factory(queue_max_payload_bytes=64))) as c:
+        yield c
+
+
+@pytest.fixture
+def view(client) -> GraphQLView:
+    return next(r.endpoint for r in client.app.routes
+                if getattr(r, "path", None) == "/graphql" and isinstance(r.endpoint, GraphQLView))
+
+
+@pytest.fixture
+def users(client):
+    api = Api(client)
+    return api.as_user().token, api.as_user().token
+
+
+def operations_counted() -> dict:
+    return {tuple(s.labels.values()): s.value for m in REGISTRY.collect()
+            if m.name == "graphql_operations" for s in m.samples if s.name.endswith("_total")}
+
+
+def delta(before: dict, after: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+def answer(client, view, body: dict, token: str | None, fast: bool, headers: dict):
+    """(status, content type, body with job ids numbered in order, metrics counted)."""
+    executor = view.prepared.executor
+    if not fast:
+        view.prepared.executor = None
+    before = operations_counted()
+    try:
+        hs = {**headers, **({"Authorization": f"Bearer {token}"} if token else {})}
+        resp = client.post("/graphql", content=json.dumps(body), headers=hs)
+    finally:
+        view.prepared.executor = executor
+    ids: dict[bytes, bytes] = {}
+    numbered = _ID.sub(lambda m: ids.setdefault(m.group(), b'"job%d"' % len(ids)), resp.content)
+    return (resp.status_code, resp.headers["content-type"], numbered,
+            delta(before, operations_counted()))
+
+
+def both_ways(client, view, users, body, token_kind="good", headers=None):
+    """The same request by the standard path (first: it also caches the document),
+    then by the prepared one, each as a different user (idempotency keys are per user)."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    tokens = {"good": users, "none": (None, None), "bad": ("not.a.token", "not.a.token")}
+    standard = answer(client, view, body, tokens[token_kind][0], False, headers)
+    taken = []
+    original = view.prepared.execute
+
+    async def spy(*args, **kwargs):
+        result = await original(*args, **kwargs)
+        taken.append(result is not None)
+        return result
+
+    view.prepared.execute = spy
+    try:
+        prepared = answer(client, view, body, tokens[token_kind][1], True, headers)
+    finally:
+        del view.prepared.execute
+    return standard, prepared, taken == [True]
+
+
+def test_an_enqueue_takes_the_prepared_path_and_answers_the_same(client, view, users):
+    body = {"query": "mutation($d: String!) { enqueue(requestData: $d) { id status } }",
+            "variables": {"d": "x" * 16}}
+    standard, prepared, taken = both_ways(client, view, users, body)
+    assert taken, "a document seen before runs on graphql-core directly"
+    assert prepared == standard
+    assert b'"status":"QUEUED"' in prepared[2]
+    assert prepared[3] == {("anonymous", "mutation", "OK"): 1.0}
+
+
+def test_the_jobs_are_stored(client, view, users):
+    body = {"query": "mutation($d: String!) { a: enqueue(requestData: $d) { id } "
+                     "b: enqueue(requestData: $d) { id } }", "variables": {"d": "hello"}}
+    for _ in range(2):  # the second by the prepared path
+        data = client.post("/graphql", json=body,
+                           headers={"Authorization": f"Bearer {users[0]}"}).json()["data"]
+    api = Api(client, users[0])
+    for key in ("a", "b"):
+        job = api.call("query($id: ID!) { job(id: $id) { requestData status } }",
+                       {"id": data[key]["id"]})["job"]
+        assert job == {"requestData": "hello", "status": "QUEUED"}
+
+
+@pytest.mark.parametrize("token", ["none", "bad"])
+def test_refusals_are_the_same(client, view, users, token):
+    body = {"query": "mutation M { a: enqueue(requestData: \"x\") { id } }"}
+    standard, prepared, taken = both_ways(client, view, users, body, token)
+    assert taken and prepared == standard
+    assert b"UNAUTHENTICATED" in prepared[2] and prepared[3] == {
+        ("M", "mutation", "UNAUTHENTICATED"): 1.0}
+
+
+def test_the_spec_media_type_is_answered_the_same(client, view, users):
+    body = {"query": "mutation { enqueue(requestData: \"%s\") { id } }" % ("y" * 100)}
+    standard, prepared, taken = both_ways(
+        client, view, users, body, headers={"Accept": "application/graphql-response+json"})
+    assert taken and prepared == standard
+    assert prepared[1].startswith("application/graphql-response+json")
+    assert b"BAD_USER_INPUT" in prepared[2]
+
+
+def test_documents_it_does_not_know_go_the_standard_way(client, view, users):
+    cases = [
+        {"query": "mutation { enqueue(requestData: \"x\") { nope } }"},  # invalid
+        {"query": "mutation { enqueue(requestData: \"x\") { id } }", "operationName": "Z"},
+    ]
+    for body in cases:
+        standard, prepared, taken = both_ways(client, view, users, body)
+        assert not taken and prepared[:3] == standard[:3]
+
+
+def test_of_two_operations_without_a_name_the_first_runs_as_strawberry_runs_it(
+        client, view, users):
+    body = {"query": "mutation A { a: enqueue(requestData: \"x\") { requestData } } "
+                     "mutation B { b: enqueue(requestData: \"y\") { requestData } }"}
+    standard, prepared, taken = both_ways(client, view, users, body)
+    assert taken and prepared == standard
+    assert json.loads(prepared[2]) == {"data": {"a": {"requestData": "x"}}}
+
+
+field = st.tuples(st.sampled_from(JOB_FIELDS), st.booleans())
+argument = st.sampled_from(["var", "literal", "long", "int-var"])
+key = st.sampled_from([None, "null", "k1", "k2", "empty", "var"])
+
+
+@hsettings(max_examples=40, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(st.tuples(argument, key, st.lists(field, min_size=1, max_size=5,
+                                                             unique_by=lambda f: f[0])),
+                          min_size=1, max_size=4),
+       many=st.booleans(), name=st.sampled_from([None, "Enq"]), give_name=st.booleans(),
+       token=st.sampled_from(["good", "good", "good", "none"]))
+def test_any_enqueue_document_answers_the_same(client, view, users, mutations, many, name,
+                                               give_name, token):
+    run = uuid.uuid4().hex[:8]  # fresh idempotency keys for each example
+    variables = {"d": "data", "n": 5, "k": f"{run}-kv"}
+    fields = []
+    for i, (arg, idem, selection) in enumerate(mutations):
+        data = {"var": "$d", "literal": '"lit\\n\\u00e9"', "long": '"%s"' % ("z" * 80),
+                "int-var": "$n"}[arg]
+        args = f"requestData: {data}"
+        if idem is not None:
+            args += ", idempotencyKey: " + {"null": "null", "empty": '""', "var": "$k"}.get(
+                idem, f'"{run}-{idem}"')
+        inner = " ".join(f"f{j}: {f}" if alias else f for j, (f, alias) in enumerate(selection))
+        fields.append(f"m{i}: enqueue({args}) {{ {inner} }}")
+    if many:
+        fields.append('many: enqueueMany(items: [{requestData: "a"}, {requestData: $d, '
+                      'idempotencyKey: "%s-k1"}]) { id status __typename }' % run)
+    text = " ".join(fields)
+    declared = ", ".join(d for v, d in (("$d", "$d: String!"), ("$n", "$n: Int"),
+                                        ("$k", "$k: String")) if v in text)
+    head = f"mutation {name or ''}" + (f"({declared})" if declared else "")
+    body = {"query": head + " { " + text + " }", "variables": variables}
+    if give_name and name:
+        body["operationName"] = name
+    standard, prepared, taken = both_ways(client, view, users, body, token)
+    assert prepared == standard
+    valid = not any(arg == "int-var" for arg, _, _ in mutations)
+    assert taken == valid, "valid documents take the prepared path, the others do not"
