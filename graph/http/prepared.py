@@ -37,6 +37,7 @@ from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from ..adapters import extension_of, graphql_schema, plain_execution
 from ..errors import ErrorCodes, fix_all
 from . import metrics
+from .completion import completion_class
 from .limits import DocumentLimits
 
 # the schema's extensions whose per-operation work is done here (or was done once
@@ -56,6 +57,12 @@ class PreparedDocuments:
         # None when the schema has something per field (a `resolve` hook) or per
         # operation (an extension that is not ours) that only strawberry runs
         self.executor = plain_execution(schema, known=HOOKS_DONE_HERE)
+        if self.executor is not None:
+            execute, kwargs = self.executor
+            if "executor_class" in kwargs:  # and plain objects completed by compiled steps
+                kwargs = {**kwargs, "executor_class": completion_class(
+                    schema, kwargs["executor_class"])}
+            self.executor = execute, kwargs
         if self.limits is None or codes is None:
             self.executor = None
 
