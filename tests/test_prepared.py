@@ -196,3 +196,48 @@ def test_any_enqueue_document_answers_the_same(client, view, users, mutations, m
     assert prepared == standard
     valid = not any(arg == "int-var" for arg, _, _ in mutations)
     assert taken == valid, "valid documents take the prepared path, the others do not"
+
+
+def aliased(*data: str) -> dict:
+    return {"query": "mutation { %s }" % " ".join(
+        f'm{i}: enqueue(requestData: "{d}") {{ id requestData }}' for i, d in enumerate(data))}
+
+
+def queued(client, token) -> int:
+    return Api(client, token).call("{ queueStats { queued } }")["queueStats"]["queued"]
+
+
+def test_aliased_enqueues_are_stored_by_one_script_call(client, view, users, monkeypatch):
+    from engine.queue import Queue
+
+    calls = []
+    original = Queue.enqueue
+
+    async def counted(self, uid, items, *args, **kwargs):
+        calls.append(len(items))
+        return await original(self, uid, items, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", counted)
+    body = aliased("a", "b", "c")
+    headers = {"Authorization": f"Bearer {users[0]}"}
+    client.post("/graphql", json=body, headers=headers)  # first sight: the standard path
+    assert calls == [1, 1, 1]
+    calls.clear()
+    answer = client.post("/graphql", json=body, headers=headers).json()
+    assert calls == [3]
+    assert [answer["data"][f"m{i}"]["requestData"] for i in range(3)] == ["a", "b", "c"]
+    assert len({answer["data"][f"m{i}"]["id"] for i in range(3)}) == 3
+    assert queued(client, users[0]) == 6
+
+
+def test_a_refused_batch_stores_what_the_serial_run_stores(client, view, users):
+    """The third item is over QUEUE_MAX_PAYLOAD_BYTES: the first two are stored, the
+    third answers BAD_USER_INPUT, the fourth never runs (data is null: enqueue is non-null)."""
+    body = aliased("a", "b", "z" * 100, "d")
+    headers = {"Authorization": f"Bearer {users[1]}"}
+    for n in (1, 2):  # the standard path, then the prepared one
+        answer = client.post("/graphql", json=body, headers=headers).json()
+        assert answer["data"] is None
+        assert [e["path"] for e in answer["errors"]] == [["m2"]]
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        assert queued(client, users[1]) == 2 * n

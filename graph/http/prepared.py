@@ -37,6 +37,7 @@ from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from ..adapters import extension_of, graphql_schema, plain_execution
 from ..errors import ErrorCodes, fix_all
 from . import metrics
+from .batching import enqueue_items, store_together
 from .completion import completion_class
 from .limits import DocumentLimits
 
@@ -104,6 +105,9 @@ class PreparedDocuments:
         if self.limits.refusal(document, self.schema, variables) is not None:
             return None
         execute, kwargs = self.executor
+        items = enqueue_items(self.schema, operation, variables)
+        if items:  # aliased enqueues: one script call stores them all
+            await store_together(context, items)
         try:
             result = execute(self.schema, document, root_value=root_value,
                              variable_values=variables, operation_name=name,
