@@ -102,7 +102,7 @@ class PreparedDocuments:
         kind = OperationType(operation.operation.value)
         if kind not in allowed or kind == OperationType.SUBSCRIPTION:
             return None
-        if self.limits.refusal(document, self.schema, variables) is not None:
+        if self.limits.refusal(document, self.schema, variables, query) is not None:
             return None
         execute, kwargs = self.executor
         items = enqueue_items(self.schema, operation, variables)
