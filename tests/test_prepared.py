@@ -241,3 +241,29 @@ def test_a_refused_batch_stores_what_the_serial_run_stores(client, view, users):
         assert [e["path"] for e in answer["errors"]] == [["m2"]]
         assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
         assert queued(client, users[1]) == 2 * n
+
+
+def test_a_batch_that_fails_unexpectedly_fails_as_the_first_enqueue_would(
+        client, view, users, monkeypatch, caplog):
+    """Redis gone in the middle of the batch: nothing is tried again (whether the script
+    ran is unknown); the first field fails with that error, masked, as it would alone."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from engine.queue import Queue
+
+    calls = []
+
+    async def broken(self, uid, items, *args, **kwargs):
+        calls.append(len(items))
+        raise RedisConnectionError("connection lost")
+
+    monkeypatch.setattr(Queue, "enqueue", broken)
+    body = aliased("a", "b")
+    standard, prepared, taken = both_ways(client, view, users, body)
+    assert taken and calls == [1, 2], "one call each way: the serial run's first, the batch"
+    masked = re.compile(rb"[0-9a-f]{12}")  # each error's id differs
+    assert masked.sub(b"ID", prepared[2]) == masked.sub(b"ID", standard[2])
+    assert prepared[:2] == standard[:2] and prepared[3] == standard[3]
+    answer = json.loads(prepared[2])
+    assert answer["data"] is None and answer["errors"][0]["path"] == ["m0"]
+    assert answer["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
