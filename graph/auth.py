@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,64}")  # used with fullmatch: `$` would allow "name\n"
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 ALGORITHM = "HS256"
-VERIFIED_TOKENS = 10_000  # tokens remembered as verified (Tokens.verify); then forgotten all at once
+VERIFIED_TOKENS = 10_000  # tokens remembered as verified (Tokens.verify), then all forgotten
 
 # argon2id at OWASP's first recommended setting (m=19 MiB, t=2, p=1). Side by side on
 # this project's 2-core machine (busy at the time), the median hash took 22-47 ms,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import strawberry
-from graphql import execute, parse
+from graphql import parse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

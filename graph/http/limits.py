@@ -219,8 +219,8 @@ class _Pass:
         elif isinstance(given, VariableNode) and given.name.value in self.variables:
             self.read_variables = True
             value = self.variables[given.name.value]
-        else:
-            self.read_variables |= isinstance(given, VariableNode)  # absent, null, or not an integer (refused by validation later)
+        else:  # absent, null, or not an integer (refused by validation later)
+            self.read_variables |= isinstance(given, VariableNode)
             value = argument.default_value
         return min(max(value, 0), MAX_PAGE) if isinstance(value, int) else MAX_PAGE
 

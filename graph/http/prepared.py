@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from graphql import DocumentNode, ExecutionResult as CoreResult, GraphQLError, OperationDefinitionNode
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
+from graphql import ExecutionResult as CoreResult
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
