@@ -30,10 +30,9 @@ from typing import Any
 
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode
 from graphql import ExecutionResult as CoreResult
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
-
-from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 
 from ..adapters import extension_of, graphql_schema, plain_execution
 from ..errors import ErrorCodes, fix_all
