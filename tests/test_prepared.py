@@ -267,3 +267,50 @@ def test_a_batch_that_fails_unexpectedly_fails_as_the_first_enqueue_would(
     answer = json.loads(prepared[2])
     assert answer["data"] is None and answer["errors"][0]["path"] == ["m0"]
     assert answer["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+
+
+# ---- one user's single enqueues at the same moment: one script call (grouping.py) ----
+
+
+async def test_single_enqueues_of_one_user_at_once_are_stored_together(settings, monkeypatch):
+    import asyncio
+
+    from engine.queue import Queue
+    from graph.context import Context
+    from graph.http.grouping import EnqueueGroups
+    from graph.services import open_services
+
+    calls = []
+    original = Queue.enqueue
+
+    async def counted(self, uid, items, *args, **kwargs):
+        calls.append(len(items))
+        return await original(self, uid, items, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", counted)
+    async with open_services(settings) as services:
+        groups = EnqueueGroups()
+
+        async def one_request(data: str, key: str | None = None):
+            context = Context(services=services, request=None)
+            groups.join(context, (data, key))
+            [job] = await context.jobs.enqueue("u1", [(data, key)])  # as the resolver calls it
+            return job
+
+        jobs = await asyncio.gather(*(one_request(f"d{i}") for i in range(5)),
+                                    one_request("k", "key-1"), one_request("k2", "key-1"))
+        assert calls == [7], "one script call for the requests of this turn of the loop"
+        assert [j.request_data for j in jobs[:6]] == ["d0", "d1", "d2", "d3", "d4", "k"]
+        assert jobs[6].id == jobs[5].id, "the same idempotency key: the first job"
+        assert len({j.id for j in jobs[:6]}) == 6
+        assert (await services.queue.stats("u1")).queued == 6
+
+        # one item over QUEUE_MAX_PAYLOAD_BYTES: the group is refused, each item alone
+        calls.clear()
+        big = "z" * (settings.queue_max_payload_bytes + 1)
+        outcomes = await asyncio.gather(one_request("e0"), one_request(big), one_request("e2"),
+                                        return_exceptions=True)
+        assert calls == [1, 1]  # the group was refused before Redis; then e0 and e2 alone
+        assert [o.request_data for o in (outcomes[0], outcomes[2])] == ["e0", "e2"]
+        assert getattr(outcomes[1], "code", None) == "BAD_USER_INPUT"
+        assert (await services.queue.stats("u1")).queued == 8

@@ -46,7 +46,8 @@ Item = tuple[str, "str | None"]
 def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
                   ) -> list[Item] | None:
     """The (requestData, idempotencyKey) of each field, in order, as the resolver passes
-    them to JobService.enqueue; None when the operation is not all plain `enqueue`s."""
+    them to JobService.enqueue; None when the operation is not all plain `enqueue`s
+    (graph/http/grouping.py takes the documents of one)."""
     mutation = schema.mutation_type
     if operation.operation != OperationType.MUTATION or mutation is None:
         return None
@@ -54,8 +55,6 @@ def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
     if field is None or set(field.args) != ARGUMENTS:
         return None
     selections = operation.selection_set.selections
-    if len(selections) < 2:
-        return None
     if variables is not None and not isinstance(variables, dict):
         return None
     types = {d.variable.name.value: d for d in operation.variable_definitions or ()}

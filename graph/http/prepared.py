@@ -39,6 +39,7 @@ from ..errors import ErrorCodes, fix_all
 from . import metrics
 from .batching import enqueue_items, store_together
 from .completion import completion_class
+from .grouping import EnqueueGroups
 from .limits import DocumentLimits
 
 # the schema's extensions whose per-operation work is done here (or was done once
@@ -55,6 +56,7 @@ class PreparedDocuments:
         self.limits = extension_of(schema, DocumentLimits)
         codes = extension_of(schema, ErrorCodes)
         self.suggestions = codes.suggestions if codes else True
+        self.groups = EnqueueGroups()
         # None when the schema has something per field (a `resolve` hook) or per
         # operation (an extension that is not ours) that only strawberry runs
         self.executor = plain_execution(schema, known=HOOKS_DONE_HERE)
@@ -106,8 +108,10 @@ class PreparedDocuments:
             return None
         execute, kwargs = self.executor
         items = enqueue_items(self.schema, operation, variables)
-        if items:  # aliased enqueues: one script call stores them all
+        if items and len(items) > 1:  # aliased enqueues: one script call stores them all
             await store_together(context, items)
+        elif items:  # one: with the other requests of its user at this moment
+            self.groups.join(context, items[0])
         try:
             result = execute(self.schema, document, root_value=root_value,
                              variable_values=variables, operation_name=name,
