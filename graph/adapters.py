@@ -97,6 +97,25 @@ def plain_attribute(schema, type_name: str, field_name: str) -> str | None:
     return None
 
 
+def plain_execution(schema, known: tuple[type, ...]) -> tuple[Callable, dict] | None:
+    """graphql-core's execute function and the arguments strawberry adds to each call
+    (graph/http/prepared.py runs cached documents with them), or None when the schema
+    has an extension other than `known` or one with a per-field `resolve` hook.
+
+    Relies on `Schema._get_execute_function()` (which graphql-core function runs
+    operations), `Schema.execution_context_class`, `SchemaExtension._implements_resolve`
+    and strawberry's `optimized_is_awaitable`, as `Schema._execute_operation` uses them."""
+    from strawberry.execution import optimized_is_awaitable
+    from strawberry.schema._graphql_core import execution_context_class_kwargs
+
+    for ext in _extension_instances(schema):
+        if not isinstance(ext, known) or ext._implements_resolve():
+            return None
+    kwargs = {"is_awaitable": optimized_is_awaitable,
+              **execution_context_class_kwargs(schema.execution_context_class)}
+    return schema._get_execute_function(), kwargs
+
+
 # ---- strawberry: the WebSocket protocol handlers ----
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 USERNAME = re.compile(r"[A-Za-z0-9_.\-]{3,64}")  # used with fullmatch: `$` would allow "name\n"
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 ALGORITHM = "HS256"
+VERIFIED_TOKENS = 10_000  # tokens remembered as verified (Tokens.verify), then all forgotten
 
 # argon2id at OWASP's first recommended setting (m=19 MiB, t=2, p=1). Side by side on
 # this project's 2-core machine (busy at the time), the median hash took 22-47 ms,
@@ -145,6 +146,7 @@ class Tokens:
         self._secret = secret
         self.ttl = timedelta(seconds=ttl_seconds)
         self.leeway = leeway_seconds
+        self._verified: dict[str, tuple[Claims, int]] = {}  # token -> (claims, exp)
 
     def issue(self, user_id: str, version: int = 0) -> Token:
         now = datetime.now(timezone.utc)
@@ -155,7 +157,31 @@ class Tokens:
                      expires.replace(microsecond=0))
 
     def verify(self, token: str) -> Claims:
-        """The claims of a valid token; Unauthenticated otherwise."""
+        """The claims of a valid token; Unauthenticated otherwise.
+
+        A token checked once is remembered (VERIFIED_TOKENS of them): a client sends
+        the same token with every request, and the signature check and claim parsing
+        cost more than the rest of a small mutation's authentication. What can change
+        with time is checked on every use: `exp`, as pyjwt checks it (`iat` was at most
+        now plus the leeway when first checked, and stays so). Revocation (`tv`) is
+        the caller's check, on every use too."""
+        known = self._verified.get(token)
+        if known is not None:
+            claims, expires = known
+            if expires <= datetime.now(timezone.utc).timestamp() - self.leeway:
+                del self._verified[token]
+                raise Unauthenticated("token expired")
+            return claims
+        claims, expires = self._check(token)
+        if expires is not None:
+            if len(self._verified) >= VERIFIED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = (claims, expires)
+        return claims
+
+    def _check(self, token: str) -> tuple[Claims, int | None]:
+        """Verify the signature and every claim: (claims, `exp` as pyjwt compares it,
+        or None when the token may not be remembered)."""
         try:
             claims = jwt.decode(
                 token, self._secret, algorithms=[ALGORITHM], leeway=self.leeway,
@@ -172,7 +198,9 @@ class Tokens:
                 or not _numeric(claims["iat"]) or claims["iat"] > now + self.leeway
                 or type(version) is not int or version < 0):
             raise Unauthenticated("invalid token")
-        return Claims(claims["sub"], version)
+        if "nbf" in claims:  # ours carry none; not remembered, its check is pyjwt's each time
+            return Claims(claims["sub"], version), None
+        return Claims(claims["sub"], version), int(claims["exp"])
 
 
 def _numeric(value) -> bool:

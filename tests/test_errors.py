@@ -209,6 +209,7 @@ JSON = {"content-type": "application/json"}
     b"NaN", b'{"query":"{__typename}","variables":{"x":Infinity}}',
     b'{"query":"{__typename}","variables":{"x":' + b"9" * 5000 + b"}}",  # a too-long integer
     b'{"query":"{__typename}","variables":{"x":"\\ud800"}}',            # a lone surrogate
+    b'{"query":"{__typename}","variables":{"\\uDFFF":[1]}}',             # ... in a key
     b"[]", b'[{"query":"{__typename}"}]',          # batches are not enabled
     b'{"query":5}', b'{"query":["{me{id}}"]}', b'{"query":{}}',
     b'{"query":"{__typename}","variables":[1]}', b'{"query":"{__typename}","variables":"{}"}',

@@ -368,3 +368,26 @@ def test_a_password_change_through_another_process_revokes_within_the_user_cache
     wait_until(lambda: check(lagging, token) is None, timeout=15,
                message="the other process to refuse the revoked token")
     assert check(lagging, fresh) == uid
+
+
+def test_a_token_used_again_is_checked_again_for_its_time(secret):
+    """Tokens remember the tokens they verified; each use still checks expiry, and a
+    token with `nbf` is never remembered (its check stays pyjwt's, every time)."""
+    from graph.auth import Tokens
+    from graph.errors import Unauthenticated
+
+    tokens = Tokens(secret, ttl_seconds=600, leeway_seconds=0)
+    now = int(time.time())
+    good = jwt.encode(claims_for("u1", exp=now + 600), secret, algorithm="HS256")
+    assert tokens.verify(good).user_id == tokens.verify(good).user_id == "u1"
+    soon = jwt.encode(claims_for("u1", exp=now + 1), secret, algorithm="HS256")
+    assert tokens.verify(soon).user_id == "u1"
+    deadline = time.time() + 10
+    while time.time() < now + 1.2 and time.time() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(Unauthenticated, match="expired"):
+        tokens.verify(soon)
+    later = jwt.encode(claims_for("u1", nbf=now + 3600), secret, algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="invalid"):
+            tokens.verify(later)

@@ -137,6 +137,7 @@ class _Pass:
         self.sizes: dict[str, Size] = {}  # fragment -> its size
         self.open: set[str] = set()  # fragments being measured (a cycle spreads one again)
         self.spreads = 0
+        self.read_variables = False  # a page size came from a variable
 
     def run(self) -> None:
         limits = self.limits
@@ -216,8 +217,10 @@ class _Pass:
         if isinstance(given, IntValueNode):
             value = _int(given.value)
         elif isinstance(given, VariableNode) and given.name.value in self.variables:
+            self.read_variables = True
             value = self.variables[given.name.value]
         else:  # absent, null, or not an integer (refused by validation later)
+            self.read_variables |= isinstance(given, VariableNode)
             value = argument.default_value
         return min(max(value, 0), MAX_PAGE) if isinstance(value, int) else MAX_PAGE
 
@@ -246,13 +249,16 @@ def _int(literal: str) -> int:
 
 
 def measure(document: DocumentNode, schema: GraphQLSchema, variables: Any,
-            limits: Limits) -> None:
+            limits: Limits) -> bool:
     """Raise TooComplex when the document is over a limit. Depth, aliases, fields
-    and cost are summed (depth: the maximum) over the document's operations."""
+    and cost are summed (depth: the maximum) over the document's operations.
+    Within the limits: whether the measure read any variable (else it holds for all)."""
+    walk = _Pass(document, schema, variables, limits)
     try:
-        _Pass(document, schema, variables, limits).run()
+        walk.run()
     except RecursionError:  # a chain of fragments thousands long
         raise TooComplex("it is nested too deeply") from None
+    return walk.read_variables
 
 
 class BoundedOverlappingFields(OverlappingFieldsCanBeMergedRule):
@@ -283,6 +289,9 @@ class DocumentCache:
         self.max_chars, self.max_document_chars = max_chars, max_document_chars
         self.entries: OrderedDict[str, tuple[DocumentNode, list[GraphQLError]]] = OrderedDict()
         self.chars = 0
+        # documents within the limits whatever the variables (no page size from a
+        # variable): not measured again (DocumentLimits.refusal)
+        self.within_limits: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -303,6 +312,7 @@ class DocumentCache:
         while self.chars > self.max_chars:
             old, _ = self.entries.popitem(last=False)
             self.chars -= len(old)
+            self.within_limits.discard(old)
 
 
 class DocumentLimits(SchemaExtension):
@@ -338,7 +348,7 @@ class DocumentLimits(SchemaExtension):
         document, schema = context.graphql_document, context.schema._schema
         entry = self.cache.get(context.query)
         if entry is not None:
-            refusal = self.refusal(document, schema, context.variables)
+            refusal = self.refusal(document, schema, context.variables, context.query)
             context.pre_execution_errors = [refusal] if refusal else entry[1]
         else:
             errors, within_limits = await self.in_worker(
@@ -348,11 +358,19 @@ class DocumentLimits(SchemaExtension):
                 self.cache.put(context.query, document, errors)
         yield  # strawberry does not validate again: the errors are set
 
-    def refusal(self, document, schema, variables) -> GraphQLError | None:
+    def refusal(self, document, schema, variables, query: str | None = None
+                ) -> GraphQLError | None:
+        """The error of a document over a limit, or None. `query`: the text of a
+        cached document, measured once when its size does not depend on variables."""
+        cache = self.cache
+        if query is not None and query in cache.within_limits:
+            return None
         try:
-            measure(document, schema, variables, self.limits)
+            read_variables = measure(document, schema, variables, self.limits)
         except TooComplex as exc:
             return too_complex(str(exc))
+        if query is not None and not read_variables and query in cache.entries:
+            cache.within_limits.add(query)
         return None
 
     def validate(self, document, schema, variables, rules) -> tuple[list[GraphQLError], bool]:

@@ -45,10 +45,14 @@ from ..errors import CODES, ApiError, error_body, fix_all, log_unexpected
 from ..live.fanout import LiveConnection
 from .accept import GRAPHQL_RESPONSE, JSON, preferred
 from .graphiql import LocalGraphiQL
+from .prepared import PreparedDocuments
 
 
 MAX_JSON_DEPTH = 64  # far above any real request; deeper is refused before GraphQL sees it
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# the only way a surrogate gets into decoded JSON (UTF-8 cannot carry one): an escape.
+# Also matches an escaped backslash before "ud8..": then every string is looked at.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class RequestError(Exception):
@@ -83,9 +87,13 @@ def _from_strawberry(exc: HTTPException) -> RequestError:
     return RequestError(exc.reason, "GRAPHQL_PARSE_FAILED", 400)
 
 
-def _check_json(value: Any) -> None:
+def _check_json(value: Any, text: str | None = None) -> None:
     """Refuse JSON nested deeper than MAX_JSON_DEPTH and strings that are not Unicode
-    (lone surrogates from `\\ud800` escapes): walked iteratively, no recursion."""
+    (lone surrogates from `\\ud800` escapes): walked iteratively, no recursion.
+    Given the JSON `text` without such an escape, only the depth is checked, one
+    level at a time over the containers alone (a 1,000-item enqueueMany: 0.3 ms, not 3)."""
+    if text is not None and not _SURROGATE_ESCAPE.search(text) and not _SURROGATE.search(text):
+        return _check_depth(value)
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -102,6 +110,20 @@ def _check_json(value: Any) -> None:
             stack.extend((v, depth + 1) for v in item.values())
         else:
             stack.extend((v, depth + 1) for v in item)
+
+
+def _check_depth(value: Any) -> None:
+    level, depth = [value], 1
+    while level:
+        inner = []
+        for item in level:
+            if isinstance(item, dict):
+                inner += [v for v in item.values() if isinstance(v, (dict, list))]
+            elif isinstance(item, list):
+                inner += [v for v in item if isinstance(v, (dict, list))]
+        if inner and depth + 1 > MAX_JSON_DEPTH:
+            raise RequestError(f"The request's JSON is nested deeper than {MAX_JSON_DEPTH}.")
+        level, depth = inner, depth + 1
 
 
 def _within_size_limit(response, request: Request):
@@ -126,6 +148,10 @@ def _no_constant(name: str):
 
 
 class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
+    def __init__(self, schema, *args, **kwargs):
+        super().__init__(schema, *args, **kwargs)
+        self.prepared = PreparedDocuments(schema)
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
@@ -191,7 +217,7 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
                 from None
         except ValueError:  # JSONDecodeError, NaN/Infinity, integers of over 4300 digits
             raise RequestError("The request is not valid JSON.") from None
-        _check_json(value)
+        _check_json(value, data)
         return value
 
     def parse_json(self, data: str | bytes) -> Any:
@@ -214,6 +240,11 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
         method = request_adapter.method
         allowed = {OperationType.QUERY} if method == "GET" else {
             OperationType.QUERY, OperationType.MUTATION}
+        result = await self.prepared.execute(
+            request_data.query, request_data.variables, request_data.operation_name, context,
+            root_value, allowed, request_data.extensions)
+        if result is not None:  # a document seen before: graphql-core runs it directly
+            return result
         try:
             return await self.schema.execute(
                 request_data.query, root_value=root_value, variable_values=request_data.variables,
