@@ -33,6 +33,23 @@ class Stats:
     queued: int
     processing: int
     ready: int
+    scheduled: int = 0  # the part of `queued` whose runAt is still ahead
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to enqueue. `run_at_ms` (unix ms) None: due now; a past one, too."""
+
+    job_id: str
+    data: str
+    idempotency_key: str | None = None
+    ordering_key: str | None = None  # None or "": the user's default lane
+    priority: int = 0  # -100..100, higher first among a user's lanes
+    run_at_ms: int | None = None
+
+    def args(self) -> list:
+        return [self.job_id, self.data, self.idempotency_key or "", self.ordering_key or "",
+                self.priority or 0, "" if self.run_at_ms is None else int(self.run_at_ms)]
 
 
 @dataclass(slots=True)
@@ -132,15 +149,17 @@ class Queue:
             shard_events_keep=settings.queue_shard_events_keep,
             event_inline_bytes=settings.queue_event_inline_bytes,
         )
-        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy, bounds)
+        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy, bounds,
+                   user_concurrency=settings.queue_user_concurrency)
 
     def __init__(self, redis: Redis, keys: Keys, policy: RetryPolicy | None = None,
-                 bounds: Bounds | None = None):
+                 bounds: Bounds | None = None, *, user_concurrency: int = 1):
         self.redis = redis
         self.keys = keys
         self.policy = policy or RetryPolicy()
         self.bounds = bounds or Bounds()
-        self._scripts = scripts.register(redis)
+        self.user_concurrency = user_concurrency  # a user's concurrency unless set (limits)
+        self._scripts = scripts.register(redis, user_concurrency)
 
     async def _call(self, script: str, key: str, *args):
         """Run a script and read its reply (engine/replies.py). `key`, its KEYS[1],
@@ -150,12 +169,13 @@ class Queue:
     # ---- producer side (the API) ----
 
     async def enqueue(
-        self, uid: str, items: list[tuple[str, str, str | None]], max_pending: int
+        self, uid: str, items: list[NewJob | tuple[str, str, str | None]], max_pending: int
     ) -> list[Enqueued]:
-        """Store (job_id, data, idempotency_key) items in order, all or none."""
+        """Store items in order, all or none: NewJob, or (job_id, data,
+        idempotency_key) for a job of the default lane, due now."""
         args: list = [uid, max_pending, IDEMPOTENCY_TTL_SECONDS]
-        for jid, data, key in items:
-            args += [jid, data, key or ""]
+        for item in items:
+            args += (item if isinstance(item, NewJob) else NewJob(*item)).args()
         return await self._call("enqueue", self.keys.user_base(uid), *args)
 
     async def count_enqueues(self, uid: str, n: int) -> int:
@@ -191,11 +211,13 @@ class Queue:
     async def stats(self, uid: str) -> Stats:
         base = self.keys.user_base(uid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(Keys.pending(base, uid))
-            pipe.get(Keys.state(base, uid))
+            pipe.zscore(Keys.backlog(base), uid)  # its QUEUED jobs, kept by the scripts
+            pipe.hlen(Keys.busy(base, uid))
             pipe.llen(Keys.ready(base, uid))
-            pending, state, ready = await pipe.execute()
-        return Stats(queued=pending, processing=1 if state == "a" else 0, ready=ready)
+            pipe.scard(Keys.scheduled(base, uid))
+            queued, running, ready, scheduled = await pipe.execute()
+        return Stats(queued=int(queued or 0), processing=running, ready=ready,
+                     scheduled=scheduled)
 
     # ---- consumer side (the workers) ----
 
@@ -374,9 +396,9 @@ class Queue:
                          weight: int | None = None, starts_per_minute: int | None = None,
                          paused: bool | None = None) -> Limits:
         """Store the given limits (None: leave as is); the user's limits as stored.
-
-        Only `paused` is honoured yet (limits.lua): the scheduler of issue 14
-        will read concurrency, weight and startsPerMinute from the same hash."""
+        The claim script reads them at each start (limits.lua, claim in _lib.lua):
+        concurrency (lanes at once), weight (turns per round), starts per minute
+        (0: no limit), paused."""
         args: list = [uid]
         for field, value in (("concurrency", concurrency), ("weight", weight),
                              ("spm", starts_per_minute), ("paused", paused)):
@@ -451,20 +473,22 @@ class Queue:
         async with self.redis.pipeline(transaction=False) as pipe:
             for uid in uids:
                 base = self.keys.user_base(uid)
-                pipe.llen(Keys.pending(base, uid))
-                pipe.get(Keys.state(base, uid))
+                pipe.zscore(Keys.backlog(base), uid)
+                pipe.hlen(Keys.busy(base, uid))
                 pipe.lindex(Keys.pending(base, uid), 0)
+                pipe.scard(Keys.scheduled(base, uid))
             rows = await pipe.execute()
-        heads = list(zip(uids, rows[0::3], rows[1::3], rows[2::3]))
+        heads = list(zip(uids, rows[0::4], rows[1::4], rows[2::4]))
+        scheduled = dict(zip(uids, rows[3::4]))
         async with self.redis.pipeline(transaction=False) as pipe:
             for uid, _, _, head in heads:
                 if head:
                     pipe.hget(Keys.job(self.keys.user_base(uid), head), "created")
             created = iter(await pipe.execute())
-        return {uid: UserQueue(queued=n, processing=1 if state == "a" else 0,
-                               scheduled=1 if state == "d" else 0,
+        return {uid: UserQueue(queued=int(n or 0), processing=running,
+                               scheduled=scheduled[uid],
                                oldest_queued_ms=int(next(created) or 0) or None if head else None)
-                for uid, n, state, head in heads}
+                for uid, n, running, head in heads}
 
     async def throughput(self, minutes: int) -> list[Point]:
         """The last `minutes` of 10 s buckets over all shards, oldest first, the

@@ -112,6 +112,39 @@ local function drop_lease(uid, jid)
   redis.call('ZREM', keys.leases(), member(uid, jid))
 end
 
+--@helper lane_list
+--@include keys
+-- The list of a user's lane: '' is the default lane (no ordering key).
+local function lane_list(uid, lane)
+  if lane == '' then return keys.pending(uid) end
+  return keys.lane(uid, lane)
+end
+
+--@helper lane_of
+--@include keys
+-- The lane a job belongs to: its ordering key, '' for the default one.
+local function lane_of(jid)
+  return redis.call('HGET', keys.job(jid), 'k') or ''
+end
+
+--@helper offer_lane
+--@include keys, lane_list
+-- The lane's head may start now, unless the lane runs, is empty, or its head
+-- waits for a retry's back-off (the due-time index brings it back): then the
+-- lane goes into the user's startable lanes, ranked by the head's priority
+-- (higher first), then its due time (earlier first): (100 - priority) * 1e13
+-- + due ms, exact in a double. Returns true when offered.
+local function offer_lane(uid, lane, t)
+  if redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
+  local jid = redis.call('LINDEX', lane_list(uid, lane), 0)
+  if not jid then return false end
+  local p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
+  local due = tonumber(retry_at or at or created or t)
+  if retry_at and due > t then return false end
+  redis.call('ZADD', keys.lanes(uid), (100 - tonumber(p or 0)) * 1e13 + due, lane)
+  return true
+end
+
 --@helper park
 --@include keys
 -- A paused user's place (state p): out of the rotation, its work waiting.
@@ -120,29 +153,75 @@ local function park(uid)
   redis.call('SADD', keys.paused(), uid)
 end
 
---@helper is_paused
---@include keys
-local function is_paused(uid)
-  return redis.call('HGET', keys.limits(uid), 'paused') == '1'
+--@helper place
+--@include keys, signal, park
+-- Put a user where it belongs now, from wherever it was (docs/architecture.md,
+-- "Where a user is"): exactly one of
+--   r  in the rotation: a lane may start and a slot of its concurrency is free;
+--   p  paused, with such a lane;
+--   d  waiting for a due time: its start rate (its own entry `uid` in the
+--      due-time index) or, nothing running, its jobs' runAt or retry back-off;
+--   a  busy: something runs and nothing more may start;
+--   idle (no state): nothing queued, nothing running.
+-- `state` is the user's state if the caller knows it ('x': just taken out of
+-- the rotation); a user found in the rotation stays there (its turn re-checks).
+-- A weighted user with turns left in its visit (credit) goes back to the front.
+-- quiet: the caller claims right after and signals only if work is left over;
+-- front: a released job's user gets its turn back.
+local function place(uid, t, state, quiet, front)
+  local sk = keys.state(uid)
+  if state == nil then state = redis.call('GET', sk) end
+  if state == 'r' then return end
+  local conc, spm, paused, nxt, credit = unpack(redis.call('HMGET', keys.limits(uid),
+    'concurrency', 'spm', 'paused', 'next', 'credit'))
+  local running = redis.call('HLEN', keys.busy(uid))
+  local startable = running < tonumber(conc or USER_CONCURRENCY)
+                    and redis.call('ZCARD', keys.lanes(uid)) > 0
+  local new
+  if startable and paused == '1' then
+    new = 'p'
+  elseif startable and tonumber(spm or 0) > 0 and tonumber(nxt or 0) > t then
+    new = 'd'
+  elseif startable then
+    new = 'r'
+  elseif running > 0 then
+    new = 'a'
+  elseif redis.call('ZSCORE', keys.backlog(), uid) then
+    new = 'd'  -- its jobs' entries in the due-time index bring it back
+  end
+  if state == 'p' and new ~= 'p' then redis.call('SREM', keys.paused(), uid) end
+  if state == 'd' then redis.call('ZREM', keys.delayed(), uid) end
+  if new == 'r' then
+    redis.call('SET', sk, 'r')
+    if front or tonumber(credit or 0) > 0 then
+      redis.call('LPUSH', keys.rotation(), uid)
+    else
+      redis.call('RPUSH', keys.rotation(), uid)
+    end
+    if not quiet then signal() end
+  elseif new == 'p' then
+    park(uid)
+  elseif new == 'd' and tonumber(spm or 0) > 0 and startable then
+    redis.call('SET', sk, 'd')
+    redis.call('ZADD', keys.delayed(), tonumber(nxt), uid)
+  elseif new then
+    redis.call('SET', sk, new)
+  elseif state then
+    redis.call('DEL', sk)
+  end
 end
 
---@helper schedule
---@include keys, signal, is_paused, park
--- A user with nothing running goes to the back of the rotation if work waits
--- (or, paused, to the paused place: setUserLimits puts it back on resume).
--- quiet: the caller claims right after and signals only if work is left over.
-local function schedule(uid, quiet)
-  if redis.call('LLEN', keys.pending(uid)) > 0 then
-    if is_paused(uid) then
-      park(uid)
-      return
-    end
-    redis.call('SET', keys.state(uid), 'r')
-    redis.call('RPUSH', keys.rotation(), uid)
-    if not quiet then signal() end
-  else
-    redis.call('DEL', keys.state(uid))
+--@helper replace
+--@include keys, place
+-- place() for a user whose lanes or limits changed behind its turn (cancel,
+-- purge, limits): one left in the rotation that may not start now leaves it.
+local function replace(uid, t, force)
+  local state = redis.call('GET', keys.state(uid))
+  if state == 'r' and (force or redis.call('ZCARD', keys.lanes(uid)) == 0) then
+    redis.call('LREM', keys.rotation(), 1, uid)
+    state = 'x'
   end
+  place(uid, t, state)
 end
 
 --@helper bounds_at
@@ -182,16 +261,19 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_json, schedule, tally
--- Record a terminal outcome once: ready for dequeue, one event, archived.
+--@include keys, drop_lease, cap_ready, touch, job_json, tally, lane_of, offer_lane, place
+-- Record a terminal outcome once: ready for dequeue, one event, archived; the
+-- job's lane is free again, its next job may start, the user goes where it now belongs.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
 -- from the user's stream), so it holds at most shard_keep x inline bytes of them.
 local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   local jk = keys.job(jid)
+  local lane = lane_of(jid)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
+  redis.call('HDEL', keys.busy(uid), lane)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   touch(uid, jid)
@@ -205,15 +287,17 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
     redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
                'u', uid, 'c', cursor)
   end
-  schedule(uid, quiet)
+  offer_lane(uid, lane, t)
+  place(uid, t, nil, quiet)
   return cursor
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule, count_queued
+--@include keys, member, finish_terminal, drop_lease, count_queued, lane_of, lane_list, offer_lane, place
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
--- the job staying at the head of its user's queue, or fail it for good.
--- Returns 'failed' or 'retry'.
+-- the job staying at the head of its lane (which starts nothing else
+-- meanwhile: its entry in the due-time index offers the lane again when the
+-- back-off is over), or fail it for good. Returns 'failed' or 'retry'.
 local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet)
   local jk = keys.job(jid)
   local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
@@ -221,37 +305,86 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
     finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet)
     return 'failed'
   end
+  local lane = lane_of(jid)
   local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
   redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', t + delay)
   redis.call('HDEL', jk, 'token')
   redis.call('HINCRBY', jk, 'v', 1)
   drop_lease(uid, jid)
-  redis.call('LPUSH', keys.pending(uid), jid)
+  redis.call('HDEL', keys.busy(uid), lane)
+  redis.call('LPUSH', lane_list(uid, lane), jid)
+  if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
   count_queued(uid, 1, t)
-  if delay <= 0 then
-    schedule(uid, quiet)
+  if delay > 0 then
+    redis.call('ZADD', keys.delayed(), t + delay, member(uid, jid))
   else
-    redis.call('SET', keys.state(uid), 'd')
-    redis.call('ZADD', keys.delayed(), t + delay, uid)
+    offer_lane(uid, lane, t)
   end
+  place(uid, t, nil, quiet)
   return 'retry'
 end
 
 --@helper promote_due
---@include keys, schedule
--- Users whose retry back-off is over rejoin the rotation, PROMOTE_BATCH at a
--- time (the rest at the next claim).
+--@include keys, lane_list, offer_lane, place
+-- The due-time index's entries whose time has come, PROMOTE_BATCH at a time
+-- (the rest at the next claim): a runAt job joins the back of its lane; a
+-- retry's back-off is over, so its lane may start again; a user's start rate
+-- allows a start again. Each user then goes where it now belongs.
 local function promote_due(t)
   local due = redis.call('ZRANGEBYSCORE', keys.delayed(), '-inf', t, 'LIMIT', 0, PROMOTE_BATCH)
-  for _, uid in ipairs(due) do
-    redis.call('ZREM', keys.delayed(), uid)
-    schedule(uid)
+  for _, m in ipairs(due) do
+    redis.call('ZREM', keys.delayed(), m)
+    local sep = string.find(m, ':', 1, true)
+    if not sep then
+      place(m, t)
+    else
+      local uid, jid = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+      local jk = keys.job(jid)
+      local owner, status, waiting, k = unpack(redis.call('HMGET', jk, 'uid', 'status', 'w', 'k'))
+      if owner == uid and (status or 'QUEUED') == 'QUEUED' then
+        local lane = k or ''
+        if waiting then
+          redis.call('HDEL', jk, 'w')
+          redis.call('SREM', keys.scheduled(uid), jid)
+          if redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
+            if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
+            offer_lane(uid, lane, t)
+          end
+        else
+          offer_lane(uid, lane, t)
+        end
+        place(uid, t)
+      end
+    end
   end
 end
 
+--@helper start_job
+--@include keys, member, count_queued
+-- Start one job under a lease: its attempt counted, its lane marked running.
+-- Returns {uid, jid, data, attempts, token}, what a worker gets.
+local function start_job(uid, jid, lane, owner, lease_ms, t)
+  local jk = keys.job(jid)
+  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
+  local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
+  -- a redriven job (retry.lua) counts attempts from 0 again: its round
+  -- keeps a lease of an earlier run from matching this one
+  local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
+  redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
+  redis.call('HINCRBY', jk, 'v', 1)
+  redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
+  redis.call('HSET', keys.busy(uid), lane, jid)
+  count_queued(uid, -1, t)
+  return {uid, jid, data, attempts, token}
+end
+
 --@helper claim
---@include keys, member, promote_due, count_queued
--- Take up to n jobs: the head job of each user at the front of the rotation.
+--@include keys, promote_due, lane_list, start_job, place
+-- Take up to n jobs: at each turn, the user at the front of the rotation
+-- starts the head of its best startable lane (highest priority, then earliest
+-- due), then goes where it now belongs: the back of the rotation, or the
+-- front while a weighted user has turns left of its visit (weight w: w turns
+-- a visit), the due-time index under a start rate, or busy.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
   promote_due(t)
@@ -259,32 +392,37 @@ local function claim(n, owner, lease_ms, t)
   while #out < n do
     local uid = redis.call('LPOP', keys.rotation())
     if not uid then break end
-    local jid = redis.call('LPOP', keys.pending(uid))
-    if jid then
-      local jk = keys.job(jid)
-      local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-      local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
-      -- a redriven job (retry.lua) counts attempts from 0 again: its round
-      -- keeps a lease of an earlier run from matching this one
-      local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
-      redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
-      redis.call('HINCRBY', jk, 'v', 1)
-      redis.call('SET', keys.state(uid), 'a')
-      redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
-      count_queued(uid, -1, t)
-      out[#out + 1] = {uid, jid, data, attempts, token}
-    else
-      redis.call('DEL', keys.state(uid))
+    local best = redis.call('ZPOPMIN', keys.lanes(uid))
+    if best[1] then
+      local lane = best[1]
+      local list = lane_list(uid, lane)
+      local jid = redis.call('LPOP', list)
+      if lane ~= '' and redis.call('LLEN', list) == 0 then
+        redis.call('SREM', keys.ordering_keys(uid), lane)
+      end
+      out[#out + 1] = start_job(uid, jid, lane, owner, lease_ms, t)
+      local weight, spm, credit = unpack(redis.call('HMGET', keys.limits(uid),
+                                                    'weight', 'spm', 'credit'))
+      weight, spm = tonumber(weight or 1), tonumber(spm or 0)
+      if spm > 0 then  -- starts at least 60 s / spm apart: at most spm in any 60 s
+        redis.call('HSET', keys.limits(uid), 'next', t + 60000 / spm)
+      end
+      if weight > 1 then
+        credit = tonumber(credit or 0)
+        if credit <= 0 then credit = weight end  -- a new visit
+        redis.call('HSET', keys.limits(uid), 'credit', credit - 1)
+      end
     end
+    place(uid, t, 'x', true)
   end
   return out
 end
 
 --@helper next_due_in
 --@include keys
--- Milliseconds until the next retry falls due, or -1 when none waits.
+-- Milliseconds until the due-time index's next entry falls due, or -1 when none waits.
 local function next_due_in(t)
   local first = redis.call('ZRANGE', keys.delayed(), 0, 0, 'WITHSCORES')
   if #first == 0 then return -1 end
-  return math.max(0, tonumber(first[2]) - t)
+  return math.max(0, math.ceil(tonumber(first[2]) - t))
 end
