@@ -32,6 +32,8 @@ CONSTANTS = {
     "PROMOTE_BATCH": 100,
     # expired leases one reclaim handles; a worker's maintenance calls every few seconds
     "RECLAIM_BATCH": 100,
+    # priorities run from -PRIORITY_MAX to PRIORITY_MAX (CONTRACT §7; offer_lane ranks by them)
+    "PRIORITY_MAX": 100,
     # the throughput history's bucket (adminThroughput: one point per 10 s)...
     "BUCKET_MS": 10_000,
     # ...and how long a shard keeps one: an hour of history and some to spare

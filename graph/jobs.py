@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from engine import queue as engine
 from engine.jobs import JobRecord, JobStatus, ms_to_datetime
+from engine.scripts import CONSTANTS
 
 from .settings import Settings
 from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
@@ -28,7 +29,7 @@ MAX_WAIT_SECONDS = 30.0
 MAX_PAGE = 100
 MAX_IDEMPOTENCY_KEY = 256
 MAX_ORDERING_KEY_BYTES = 128  # CONTRACT §7
-PRIORITIES = range(-100, 101)
+PRIORITIES = range(-CONSTANTS["PRIORITY_MAX"], CONSTANTS["PRIORITY_MAX"] + 1)
 
 
 @dataclass(slots=True)

@@ -194,3 +194,256 @@ async def test_a_leaked_running_lane_is_healed_by_maintenance(queue, caplog):
     assert "corrected" in caplog.text
     assert ids(await claim(queue)) == [f"{ann}-1"], "the user runs again"
     assert await worker.recount() == 0
+
+
+# ---- the state machine: §7 against a small model, checked after every step ----
+
+import asyncio  # noqa: E402
+import itertools  # noqa: E402
+
+import hypothesis  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import (  # noqa: E402
+    RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test)
+
+from engine import connection  # noqa: E402
+from engine.jobs import Claimed, JobStatus  # noqa: E402
+from engine.queue import NotQueued  # noqa: E402
+
+LANE_USERS = ("ann", "bob")
+LANE_KEYS = ("", "a", "b")  # "": the default key
+MAX_ATTEMPTS = 2
+HOUR_MS = 3_600_000  # a runAt or a back-off this far ahead never falls due during a run
+LANE_SETTINGS = hypothesis.settings(max_examples=40, stateful_step_count=30, deadline=None,
+                                    database=None)
+
+
+class LaneModel:
+    """§7 in plain Python: what may start, and where each user must be."""
+
+    def __init__(self):
+        self.lanes = {u: {k: [] for k in LANE_KEYS} for u in LANE_USERS}  # due jobs, in order
+        self.blocked = {u: set() for u in LANE_USERS}  # lanes whose head waits out a back-off
+        self.scheduled = {u: set() for u in LANE_USERS}  # jobs whose runAt is ahead
+        self.running = {u: {} for u in LANE_USERS}  # lane -> lease
+        self.limits = {u: {"concurrency": 1, "weight": 1, "paused": False} for u in LANE_USERS}
+        self.jobs: dict[str, dict] = {}  # jid -> uid, key, priority, status, attempts
+
+    def startable(self, uid: str) -> list[str]:
+        return [k for k, jobs in self.lanes[uid].items()
+                if jobs and k not in self.running[uid] and k not in self.blocked[uid]]
+
+    def has_room(self, uid: str) -> bool:
+        return len(self.running[uid]) < self.limits[uid]["concurrency"]
+
+    def can_start(self, uid: str) -> bool:
+        return not self.limits[uid]["paused"] and self.has_room(uid) and bool(self.startable(uid))
+
+    def queued(self, uid: str) -> int:
+        return sum(map(len, self.lanes[uid].values())) + len(self.scheduled[uid])
+
+    def place(self, uid: str) -> str | None:
+        """The user's state mark: r rotation, p paused, a busy, d waiting for a due time."""
+        if self.has_room(uid) and self.startable(uid):
+            return "p" if self.limits[uid]["paused"] else "r"
+        if self.running[uid]:
+            return "a"
+        return "d" if self.queued(uid) else None
+
+    def allows(self, lease: Claimed) -> str | None:
+        """Why the engine may not start this job now; None when it may."""
+        uid, jid = lease.user_id, lease.job_id
+        key, priority = self.jobs[jid]["key"], self.jobs[jid]["priority"]
+        if not self.can_start(uid):
+            return f"{uid} may not start anything"
+        if key not in self.startable(uid) or self.lanes[uid][key][0] != jid:
+            return f"{jid} is not the head of a startable lane"
+        best = max(self.jobs[self.lanes[uid][k][0]]["priority"] for k in self.startable(uid))
+        if priority != best:
+            return f"{jid} (priority {priority}) before a head of priority {best}"
+        return None
+
+    def start(self, lease: Claimed) -> None:
+        job = self.jobs[lease.job_id]
+        self.lanes[lease.user_id][job["key"]].pop(0)
+        self.running[lease.user_id][job["key"]] = lease
+        job["status"], job["attempts"] = JobStatus.PROCESSING, job["attempts"] + 1
+        assert lease.attempts == job["attempts"]
+
+    def end(self, lease: Claimed, ok: bool, long_back_off: bool) -> str:
+        uid, job = lease.user_id, self.jobs[lease.job_id]
+        del self.running[uid][job["key"]]
+        if ok:
+            job["status"] = JobStatus.COMPLETED
+            return "completed"
+        if job["attempts"] >= MAX_ATTEMPTS:
+            job["status"] = JobStatus.FAILED
+            return "failed"
+        job["status"] = JobStatus.QUEUED
+        self.lanes[uid][job["key"]].insert(0, lease.job_id)
+        if long_back_off:
+            self.blocked[uid].add(job["key"])
+        return "retry"
+
+    def release(self, lease: Claimed) -> None:
+        uid, job = lease.user_id, self.jobs[lease.job_id]
+        del self.running[uid][job["key"]]
+        job["status"], job["attempts"] = JobStatus.QUEUED, job["attempts"] - 1
+        self.lanes[uid][job["key"]].insert(0, lease.job_id)
+
+    def cancel(self, jid: str) -> None:
+        job = self.jobs[jid]
+        uid, key = job["uid"], job["key"]
+        if job["status"] != JobStatus.QUEUED:
+            raise NotQueued(job["status"].value)
+        job["status"] = JobStatus.CANCELLED
+        if jid in self.scheduled[uid]:
+            self.scheduled[uid].remove(jid)
+            return
+        if self.lanes[uid][key][0] == jid:
+            self.blocked[uid].discard(key)
+        self.lanes[uid][key].remove(jid)
+
+    def running_leases(self) -> list[Claimed]:
+        return sorted((x for u in LANE_USERS for x in self.running[u].values()),
+                      key=lambda x: x.token + x.job_id)
+
+
+class LaneMachine(RuleBasedStateMachine):
+    """Drives Queue with keys, priorities, runAt and limits; after each step the
+    engine's choices must be ones §7 allows and each user in exactly one place."""
+
+    def __init__(self, settings_factory):
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        made = {name: settings_factory(queue_prefix=prefix, queue_shards=1,
+                                       queue_max_attempts=MAX_ATTEMPTS,
+                                       queue_retry_base_seconds=seconds)
+                for name, seconds in (("none", 0), ("long", HOUR_MS / 1000))}
+        self.redis = connection.client(made["none"].redis_url)
+        self.queues = {name: Queue.from_settings(self.redis, s) for name, s in made.items()}
+        self.queue = self.queues["none"]
+        self.base = self.queue.keys.base(0)
+        self.model = LaneModel()
+        self.ids = itertools.count(1)
+
+    def teardown(self):
+        self.loop.run_until_complete(self.redis.aclose())
+        self.loop.close()
+
+    def run(self, coroutine):
+        return self.loop.run_until_complete(coroutine)
+
+    def check_claimed(self, jobs: list[Claimed], n: int) -> None:
+        for lease in jobs:
+            why = self.model.allows(lease)
+            assert why is None, why
+            self.model.start(lease)
+        if len(jobs) < n:
+            stuck = [u for u in LANE_USERS if self.model.can_start(u)]
+            assert not stuck, f"{stuck} could start but the claim took {len(jobs)} of {n}"
+
+    @rule(uid=st.sampled_from(LANE_USERS), key=st.sampled_from(LANE_KEYS),
+          priority=st.sampled_from([-5, 0, 0, 7]), when=st.sampled_from(["now", "past", "later"]))
+    def enqueue(self, uid, key, priority, when):
+        jid = f"j{next(self.ids)}"
+        now = int(time.time() * 1000)
+        run_at = {"now": None, "past": now - 60_000, "later": now + HOUR_MS}[when]
+        [done] = self.run(self.queue.enqueue(uid, [NewJob(jid, jid, None, key, priority, run_at)],
+                                             1000))
+        assert done.created
+        self.model.jobs[jid] = {"uid": uid, "key": key, "priority": priority,
+                                "status": JobStatus.QUEUED, "attempts": 0}
+        if when == "later":
+            self.model.scheduled[uid].add(jid)
+        else:
+            self.model.lanes[uid][key].append(jid)
+
+    @rule(n=st.integers(1, 4))
+    def claim(self, n):
+        batch = self.run(self.queue.claim(self.base, n, "w", LEASE))
+        self.check_claimed(batch.jobs, n)
+
+    @precondition(lambda self: self.model.running_leases())
+    @rule(data=st.data(), ok=st.booleans(), back_off=st.sampled_from(["none", "long"]),
+          claim_n=st.integers(0, 2))
+    def finish(self, data, ok, back_off, claim_n):
+        lease = data.draw(st.sampled_from(self.model.running_leases()), label="lease")
+        batch = self.run(self.queues[back_off].finish(
+            lease, ok, "r", claim_n=claim_n, owner="w", lease_seconds=LEASE))
+        assert batch.verdict == self.model.end(lease, ok, back_off == "long")
+        self.check_claimed(batch.jobs, claim_n)
+
+    @precondition(lambda self: self.model.running_leases())
+    @rule(data=st.data(), back_off=st.sampled_from(["none", "long"]))
+    def let_a_lease_expire(self, data, back_off):
+        lease = data.draw(st.sampled_from(self.model.running_leases()), label="lease")
+        queue = self.queues[back_off]
+        self.run(queue.heartbeat([lease], 0))
+        deadline = time.monotonic() + 10
+        while not self.run(queue.reclaim(self.base)):
+            assert time.monotonic() < deadline, "the lease never expired"
+        self.model.end(lease, False, back_off == "long")
+
+    @precondition(lambda self: self.model.running_leases())
+    @rule(data=st.data())
+    def release(self, data):
+        lease = data.draw(st.sampled_from(self.model.running_leases()), label="lease")
+        assert self.run(self.queue.release(lease)) is True
+        self.model.release(lease)
+
+    @precondition(lambda self: self.model.jobs)
+    @rule(data=st.data())
+    def cancel(self, data):
+        jid = data.draw(st.sampled_from(sorted(self.model.jobs)), label="job")
+        uid = self.model.jobs[jid]["uid"]
+        try:
+            self.model.cancel(jid)
+        except NotQueued as conflict:
+            try:
+                self.run(self.queue.cancel(uid, jid))
+            except NotQueued as err:
+                assert err.status == conflict.status
+            else:
+                raise AssertionError(f"{jid} cancelled while {conflict.status}")
+            return
+        assert self.run(self.queue.cancel(uid, jid)).status == JobStatus.CANCELLED
+
+    @rule(uid=st.sampled_from(LANE_USERS), concurrency=st.none() | st.integers(1, 3),
+          weight=st.none() | st.integers(1, 3), paused=st.none() | st.booleans())
+    def set_limits(self, uid, concurrency, weight, paused):
+        self.run(self.queue.set_limits(uid, concurrency=concurrency, weight=weight,
+                                       paused=paused))
+        for name, value in (("concurrency", concurrency), ("weight", weight),
+                            ("paused", paused)):
+            if value is not None:
+                self.model.limits[uid][name] = value
+
+    @invariant()
+    def each_user_is_in_exactly_one_place(self):
+        base, redis = self.base, self.redis
+        rotation = self.run(redis.lrange(Keys.rotation(base), 0, -1))
+        parked = self.run(redis.smembers(Keys.paused(base)))
+        waiting = {m for m in self.run(redis.zrange(Keys.delayed(base), 0, -1)) if ":" not in m}
+        for uid in LANE_USERS:
+            mark = self.run(redis.get(Keys.state(base, uid)))
+            assert mark == self.model.place(uid), (uid, mark, self.model.place(uid))
+            assert rotation.count(uid) == (mark == "r"), f"{uid} {mark}, rotation {rotation}"
+            assert (uid in parked) == (mark == "p")
+            assert uid not in waiting, "no start rate here: no user entry in the due-time index"
+
+    @invariant()
+    def redis_counts_what_the_model_holds(self):
+        for uid in LANE_USERS:
+            stats = self.run(self.queue.stats(uid))
+            model = self.model
+            assert (stats.queued, stats.scheduled, stats.processing) == (
+                model.queued(uid), len(model.scheduled[uid]), len(model.running[uid])), uid
+            for key, jids in model.lanes[uid].items():
+                lane = Keys.pending(self.base, uid) if key == "" else Keys.lane(self.base, uid, key)
+                assert self.run(self.redis.lrange(lane, 0, -1)) == jids, (uid, key)
+
+
+def test_the_engine_chooses_only_what_section_7_allows(settings_factory):
+    run_state_machine_as_test(lambda: LaneMachine(settings_factory), settings=LANE_SETTINGS)

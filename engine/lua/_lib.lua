@@ -9,7 +9,8 @@
 --   KEYS[1], the shard's base key, e.g. "q:{s0}". Every key a script touches
 --   starts with it, so one script touches one hash slot (Redis Cluster ready).
 -- - the constants of engine/scripts.py (CONSTANTS): SIGNAL_TOKENS,
---   PROMOTE_BATCH, RECLAIM_BATCH, BUCKET_MS, THROUGHPUT_KEEP_SECONDS.
+--   PROMOTE_BATCH, RECLAIM_BATCH, PRIORITY_MAX, BUCKET_MS, THROUGHPUT_KEEP_SECONDS;
+--   and USER_CONCURRENCY, the setting QUEUE_USER_CONCURRENCY (see source()).
 -- Settings come as arguments (see bounds_at).
 --
 -- Every script answers {status, ...}; engine/queue.py (REPLIES) says what
@@ -132,7 +133,7 @@ end
 -- The lane's head may start now, unless the lane runs, is empty, or its head
 -- waits for a retry's back-off (the due-time index brings it back): then the
 -- lane goes into the user's startable lanes, ranked by the head's priority
--- (higher first), then its due time (earlier first): (100 - priority) * 1e13
+-- (higher first), then its due time (earlier first): (PRIORITY_MAX - priority) * 1e13
 -- + due ms, exact in a double. Returns true when offered.
 local function offer_lane(uid, lane, t)
   if redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
@@ -141,7 +142,7 @@ local function offer_lane(uid, lane, t)
   local p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
   local due = tonumber(retry_at or at or created or t)
   if retry_at and due > t then return false end
-  redis.call('ZADD', keys.lanes(uid), (100 - tonumber(p or 0)) * 1e13 + due, lane)
+  redis.call('ZADD', keys.lanes(uid), (PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due, lane)
   return true
 end
 
