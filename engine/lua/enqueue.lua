@@ -1,5 +1,5 @@
 -- Add a batch of jobs to one user's queue, all or none.
---@include keys, now_ms, member, place, count_queued, tally, lane_list, offer_lane, promote_due
+--@include keys, now_ms, member, place, count_queued, tally, lane_list, offer_lane, promote_due, signal
 -- ARGV: uid, max_pending, idem_ttl_seconds, then per item: jid, data,
 -- idempotency key, ordering key, priority, run_at_ms ('' for none/default)
 -- Returns {'ok', t, jid1, created1, jid2, created2, ...} or {'full', index0}.
@@ -38,6 +38,7 @@ end
 -- jobs whose runAt has come join their lanes before these: lanes are in due order
 promote_due(t)
 local out = {'ok', t}
+local scheduled = false
 for i = 0, n - 1 do
   local o = 4 + i * W
   local jid, data, key = ARGV[o], ARGV[o + 1], ARGV[o + 2]
@@ -67,6 +68,7 @@ for i = 0, n - 1 do
       -- waits in the due-time index, not in its lane: it holds back nothing
       redis.call('ZADD', keys.delayed(), run_at, member(uid, jid))
       redis.call('SADD', keys.scheduled(uid), jid)
+      scheduled = true
     elseif redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
       if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
       offer_lane(uid, lane, t)
@@ -79,4 +81,6 @@ end
 count_queued(uid, new, t)
 tally(t, 'e', new)
 place(uid, t)
+-- a blocked worker learns the new due time at its next claim (next_due_in)
+if scheduled then signal() end
 return out
