@@ -57,7 +57,7 @@ class Shape:
     """What the queue holds now, over all shards (for metrics and `is_idle`)."""
 
     in_rotation: int  # users with jobs waiting and nothing running
-    delayed: int  # users whose next job waits for a retry
+    delayed: int  # entries of the due-time index: jobs waiting for a runAt or a back-off, rate-limited users
     running: int  # jobs under a worker's lease
     archive_backlog: int  # job changes MongoDB has not stored yet
 
@@ -72,8 +72,8 @@ class Totals:
 
     queued: int  # QUEUED jobs, those waiting for a retry included
     processing: int
-    scheduled: int  # QUEUED jobs waiting for a due time (today: a retry's back-off)
-    users_waiting: int  # users with QUEUED jobs, less those whose next start waits for a time
+    scheduled: int  # QUEUED jobs whose runAt is still ahead
+    users_waiting: int  # users with QUEUED jobs, less the paused and those waiting for a due time
 
 
 @dataclass(slots=True)
@@ -441,18 +441,18 @@ class Queue:
     async def totals(self) -> Totals:
         async with self.redis.pipeline(transaction=False) as pipe:
             for base in self.keys.all_bases():
-                pipe.hget(Keys.counts(base), "queued")
+                pipe.hmget(Keys.counts(base), "queued", "scheduled", "dwell")
                 pipe.zcard(Keys.leases(base))  # a lease per running job: its own count
-                pipe.zcard(Keys.delayed(base))
                 pipe.zcard(Keys.backlog(base))
                 pipe.scard(Keys.paused(base))
             rows = await pipe.execute()
         queued = processing = scheduled = waiting = 0
-        for q, p, delayed, backlog, paused in zip(*[iter(rows)] * 5):
+        for (q, s, dwell), p, backlog, paused in zip(*[iter(rows)] * 4):
             queued += int(q or 0)
             processing += int(p or 0)
-            scheduled += delayed
-            waiting += max(0, backlog - delayed - paused)
+            scheduled += int(s or 0)
+            # users waiting for a due time (runAt, back-off, start rate) are not waiting to start
+            waiting += max(0, backlog - int(dwell or 0) - paused)
         return Totals(queued, processing, scheduled, waiting)
 
     async def backlog(self, top: int | None = None) -> list[tuple[str, int]]:

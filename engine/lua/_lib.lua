@@ -192,6 +192,10 @@ local function place(uid, t, state, quiet, front)
   end
   if state == 'p' and new ~= 'p' then redis.call('SREM', keys.paused(), uid) end
   if state == 'd' then redis.call('ZREM', keys.delayed(), uid) end
+  -- the shard's count of users waiting for a due time (usersWaiting leaves them out)
+  if (state == 'd') ~= (new == 'd') then
+    redis.call('HINCRBY', keys.counts(), 'dwell', new == 'd' and 1 or -1)
+  end
   if new == 'r' then
     redis.call('SET', sk, 'r')
     if front or tonumber(credit or 0) > 0 then
@@ -347,6 +351,7 @@ local function promote_due(t)
         if waiting then
           redis.call('HDEL', jk, 'w')
           redis.call('SREM', keys.scheduled(uid), jid)
+          redis.call('HINCRBY', keys.counts(), 'scheduled', -1)
           if redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
             if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
             offer_lane(uid, lane, t)

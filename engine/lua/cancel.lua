@@ -13,6 +13,7 @@ if waiting then
   -- its runAt is ahead: it is in the due-time index only
   redis.call('ZREM', keys.delayed(), member(uid, jid))
   redis.call('SREM', keys.scheduled(uid), jid)
+  redis.call('HINCRBY', keys.counts(), 'scheduled', -1)
   redis.call('HDEL', jk, 'w')
 else
   local list = lane_list(uid, lane)

@@ -68,6 +68,7 @@ for i = 0, n - 1 do
       -- waits in the due-time index, not in its lane: it holds back nothing
       redis.call('ZADD', keys.delayed(), run_at, member(uid, jid))
       redis.call('SADD', keys.scheduled(uid), jid)
+      redis.call('HINCRBY', keys.counts(), 'scheduled', 1)
       scheduled = true
     elseif redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
       if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end

@@ -32,6 +32,7 @@ end
 if done < budget then
   for _, jid in ipairs(redis.call('SRANDMEMBER', keys.scheduled(uid), budget - done)) do
     redis.call('SREM', keys.scheduled(uid), jid)
+    redis.call('HINCRBY', keys.counts(), 'scheduled', -1)
     redis.call('HDEL', keys.job(jid), 'w')
     cancel(jid)
   end

@@ -1,4 +1,5 @@
--- Self-healing counters: recount the shard's QUEUED jobs, its backlog set and
+-- Self-healing counters: recount the shard's QUEUED jobs (scheduled ones, and
+-- users waiting for a due time, too), its backlog set and
 -- each user's running lanes from the lists, sets and leases themselves, and
 -- correct what drifted (a bug, a restored backup, a hand edit). A running-lanes
 -- hash that says more than the leases would wedge its user (the bug that
@@ -31,11 +32,12 @@ for i = 1, #old, 2 do
   users[old[i]] = true
   scored[old[i]] = tonumber(old[i + 1])
 end
-local fixed, queued = 0, 0
+local fixed, queued, scheduled, dwell = 0, 0, 0, 0
 for uid in pairs(users) do
   local lanes = {''}
   for _, key in ipairs(redis.call('SMEMBERS', keys.ordering_keys(uid))) do lanes[#lanes + 1] = key end
   local n = redis.call('SCARD', keys.scheduled(uid))
+  scheduled = scheduled + n
   for _, lane in ipairs(lanes) do n = n + redis.call('LLEN', lane_list(uid, lane)) end
   queued = queued + n
   if n > 0 and scored[uid] ~= n then
@@ -61,9 +63,12 @@ for uid in pairs(users) do
     replace(uid, t, true)
     fixed = fixed + 1
   end
+  if redis.call('GET', keys.state(uid)) == 'd' then dwell = dwell + 1 end
 end
-if tonumber(redis.call('HGET', keys.counts(), 'queued') or '0') ~= queued then
-  redis.call('HSET', keys.counts(), 'queued', queued)
-  fixed = fixed + 1
+for field, value in pairs({queued = queued, scheduled = scheduled, dwell = dwell}) do
+  if tonumber(redis.call('HGET', keys.counts(), field) or '0') ~= value then
+    redis.call('HSET', keys.counts(), field, value)
+    fixed = fixed + 1
+  end
 end
 return {'ok', fixed}
