@@ -42,7 +42,7 @@ def _queue(url: str, user_concurrency: int = 1):
 
 
 async def _fill(url: str, users: int, per_user: int, *, keys=("",), run_at_ms=None,
-                user_concurrency: int = 1, data=None, parallel: int = 32) -> None:
+                user_concurrency: int = 1, data=None, parallel: int = 8) -> None:
     from engine.queue import NewJob
 
     q = _queue(url, user_concurrency)
