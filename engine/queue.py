@@ -311,7 +311,9 @@ class Queue:
         uid = await self.redis.lindex(Keys.rotation(base), 0)
         if not uid:
             return 0.0
-        jid = await self.redis.lindex(Keys.pending(base, uid), 0)
+        best = await self.redis.zrange(Keys.lanes(base, uid), 0, 0)  # its turn starts that lane
+        lane = Keys.lane(base, uid, best[0]) if best and best[0] else Keys.pending(base, uid)
+        jid = await self.redis.lindex(lane, 0)
         created = jid and await self.redis.hget(Keys.job(base, jid), "created")
         return max(0.0, time.time() - int(created) / 1000) if created else 0.0
 
@@ -422,7 +424,8 @@ class Queue:
         args: list = [uid, jid]
         if history is not None:
             args += [history.request_data, int(history.created_at.timestamp() * 1000),
-                     history.version, history.status.value]
+                     history.version, history.status.value, history.ordering_key or "",
+                     history.priority or 0]
         return await self._call("retry", self.keys.user_base(uid), *args)
 
     async def purge(self, uid: str, batch: int = PURGE_BATCH) -> int:

@@ -3,7 +3,7 @@
 -- runs again, ends again, and is announced and ready again.
 --@include keys, now_ms, touch, job_json, count_queued, tally, lane_list, offer_lane, place
 -- ARGV: uid, jid, and, for a job Redis has forgotten (QUEUE_RESULT_TTL_SECONDS),
--- its MongoDB record: data, created (ms), version, status.
+-- its MongoDB record: data, created (ms), version, status, ordering key, priority.
 -- Returns {'ok', before_json or '', after_json}, {'conflict', status} or {'missing'}.
 local uid, jid = ARGV[1], ARGV[2]
 local jk = keys.job(jid)
@@ -16,6 +16,8 @@ if not owner then
   if status ~= 'FAILED' and status ~= 'CANCELLED' then return {'conflict', status} end
   -- its version goes on from MongoDB's, so the archiver stores the new state
   redis.call('HSET', jk, 'uid', uid, 'data', ARGV[3], 'created', ARGV[4], 'v', ARGV[5])
+  if (ARGV[7] or '') ~= '' then redis.call('HSET', jk, 'k', ARGV[7]) end  -- its lane
+  if (ARGV[8] or '0') ~= '0' then redis.call('HSET', jk, 'p', ARGV[8]) end
 else
   if owner ~= uid then return {'missing'} end
   status = status or 'QUEUED'
