@@ -102,9 +102,10 @@ end
 --@helper holds_lease
 --@include keys
 -- The job runs under this token: its worker's lease was not lost meanwhile.
+-- Also returns the job's lane (its ordering key, '' for the default one).
 local function holds_lease(jid, token)
-  local held, status = unpack(redis.call('HMGET', keys.job(jid), 'token', 'status'))
-  return held == token and status == 'PROCESSING'
+  local held, status, lane = unpack(redis.call('HMGET', keys.job(jid), 'token', 'status', 'k'))
+  return held == token and status == 'PROCESSING', lane or ''
 end
 
 --@helper drop_lease
@@ -134,9 +135,10 @@ end
 -- waits for a retry's back-off (the due-time index brings it back): then the
 -- lane goes into the user's startable lanes, ranked by the head's priority
 -- (higher first), then its due time (earlier first): (PRIORITY_MAX - priority) * 1e13
--- + due ms, exact in a double. Returns true when offered.
-local function offer_lane(uid, lane, t)
-  if redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
+-- + due ms, exact in a double. free: the caller knows the lane does not run.
+-- Returns true when offered.
+local function offer_lane(uid, lane, t, free)
+  if not free and redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
   local jid = redis.call('LINDEX', lane_list(uid, lane), 0)
   if not jid then return false end
   local p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
@@ -154,34 +156,54 @@ local function park(uid)
   redis.call('SADD', keys.paused(), uid)
 end
 
+--@helper user_limits
+--@include keys
+-- What place() and a claim read of a user's limits hash, in one call.
+local function user_limits(uid)
+  local c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
+    'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
+  return {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
+          paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
+          weight = tonumber(weight or 1)}
+end
+
 --@helper place
---@include keys, signal, park
+--@include keys, signal, park, user_limits
 -- Put a user where it belongs now, from wherever it was (docs/architecture.md,
--- "Where a user is"): exactly one of
+-- "Scheduling"): exactly one of
 --   r  in the rotation: a lane may start and a slot of its concurrency is free;
 --   p  paused, with such a lane;
 --   d  waiting for a due time: its start rate (its own entry `uid` in the
 --      due-time index) or, nothing running, its jobs' runAt or retry back-off;
 --   a  busy: something runs and nothing more may start;
 --   idle (no state): nothing queued, nothing running.
--- `state` is the user's state if the caller knows it ('x': just taken out of
--- the rotation); a user found in the rotation stays there (its turn re-checks).
--- A weighted user with turns left in its visit (credit) goes back to the front.
--- quiet: the caller claims right after and signals only if work is left over;
--- front: a released job's user gets its turn back.
-local function place(uid, t, state, quiet, front)
+-- A user found in the rotation stays there (its turn re-checks). A weighted
+-- user with turns left in its visit (credit) goes back to the front.
+-- o (optional) says what the caller knows, to spare reads on the hot path:
+--   state    the user's state ('x': just taken out of the rotation)
+--   lim      its limits (user_limits)
+--   ran      a job of it just stopped running (so, at concurrency 1, it was busy)
+--   started  a job of it just started
+--   offered  one of its lanes was just offered
+--   quiet    the caller claims right after and signals only if work is left over
+--   front    a released job's user gets its turn back
+local function place(uid, t, o)
+  o = o or {}
   local sk = keys.state(uid)
-  if state == nil then state = redis.call('GET', sk) end
+  local lim = o.lim or user_limits(uid)
+  local state = o.state
+  if state == nil then
+    -- at concurrency 1 a user whose job ran cannot have been in the rotation
+    state = (o.ran and lim.concurrency == 1) and 'a' or redis.call('GET', sk)
+  end
   if state == 'r' then return end
-  local conc, spm, paused, nxt, credit = unpack(redis.call('HMGET', keys.limits(uid),
-    'concurrency', 'spm', 'paused', 'next', 'credit'))
-  local running = redis.call('HLEN', keys.busy(uid))
-  local startable = running < tonumber(conc or USER_CONCURRENCY)
-                    and redis.call('ZCARD', keys.lanes(uid)) > 0
+  local running = (o.started and lim.concurrency == 1) and 1 or redis.call('HLEN', keys.busy(uid))
+  local startable = running < lim.concurrency
+                    and (o.offered or redis.call('ZCARD', keys.lanes(uid)) > 0)
   local new
-  if startable and paused == '1' then
+  if startable and lim.paused then
     new = 'p'
-  elseif startable and tonumber(spm or 0) > 0 and tonumber(nxt or 0) > t then
+  elseif startable and lim.spm > 0 and lim.next > t then
     new = 'd'
   elseif startable then
     new = 'r'
@@ -198,19 +220,19 @@ local function place(uid, t, state, quiet, front)
   end
   if new == 'r' then
     redis.call('SET', sk, 'r')
-    if front or tonumber(credit or 0) > 0 then
+    if o.front or lim.credit > 0 then
       redis.call('LPUSH', keys.rotation(), uid)
     else
       redis.call('RPUSH', keys.rotation(), uid)
     end
-    if not quiet then signal() end
+    if not o.quiet then signal() end
   elseif new == 'p' then
     park(uid)
-  elseif new == 'd' and tonumber(spm or 0) > 0 and startable then
+  elseif new == 'd' and startable then
     redis.call('SET', sk, 'd')
-    redis.call('ZADD', keys.delayed(), tonumber(nxt), uid)
+    redis.call('ZADD', keys.delayed(), lim.next, uid)
   elseif new then
-    redis.call('SET', sk, new)
+    if new ~= state then redis.call('SET', sk, new) end
   elseif state then
     redis.call('DEL', sk)
   end
@@ -226,7 +248,7 @@ local function replace(uid, t, force)
     redis.call('LREM', keys.rotation(), 1, uid)
     state = 'x'
   end
-  place(uid, t, state)
+  place(uid, t, {state = state})
 end
 
 --@helper bounds_at
@@ -272,9 +294,9 @@ end
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
 -- from the user's stream), so it holds at most shard_keep x inline bytes of them.
-local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
+local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet, lane)
   local jk = keys.job(jid)
-  local lane = lane_of(jid)
+  lane = lane or lane_of(jid)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
@@ -292,25 +314,24 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
     redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*',
                'u', uid, 'c', cursor)
   end
-  offer_lane(uid, lane, t)
-  place(uid, t, nil, quiet)
+  place(uid, t, {quiet = quiet, ran = true, offered = offer_lane(uid, lane, t, true)})
   return cursor
 end
 
 --@helper attempt_failed
---@include keys, member, finish_terminal, drop_lease, count_queued, lane_of, lane_list, offer_lane, place
+--@include keys, member, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its lane (which starts nothing else
 -- meanwhile: its entry in the due-time index offers the lane again when the
 -- back-off is over), or fail it for good. Returns 'failed' or 'retry'.
 local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet)
   local jk = keys.job(jid)
-  local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
+  local attempts, lane = unpack(redis.call('HMGET', jk, 'attempts', 'k'))
+  attempts, lane = tonumber(attempts or '0'), lane or ''
   if attempts >= max_attempts then
-    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet)
+    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet, lane)
     return 'failed'
   end
-  local lane = lane_of(jid)
   local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
   redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', t + delay)
   redis.call('HDEL', jk, 'token')
@@ -320,12 +341,13 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('LPUSH', lane_list(uid, lane), jid)
   if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
   count_queued(uid, 1, t)
+  local offered = false
   if delay > 0 then
     redis.call('ZADD', keys.delayed(), t + delay, member(uid, jid))
   else
-    offer_lane(uid, lane, t)
+    offered = offer_lane(uid, lane, t, true)
   end
-  place(uid, t, nil, quiet)
+  place(uid, t, {quiet = quiet, ran = true, offered = offered})
   return 'retry'
 end
 
@@ -385,7 +407,7 @@ local function start_job(uid, jid, lane, owner, lease_ms, t)
 end
 
 --@helper claim
---@include keys, promote_due, lane_list, start_job, place
+--@include keys, promote_due, lane_list, start_job, place, user_limits
 -- Take up to n jobs: at each turn, the user at the front of the rotation
 -- starts the head of its best startable lane (highest priority, then earliest
 -- due), then goes where it now belongs: the back of the rotation, or the
@@ -399,6 +421,7 @@ local function claim(n, owner, lease_ms, t)
     local uid = redis.call('LPOP', keys.rotation())
     if not uid then break end
     local best = redis.call('ZPOPMIN', keys.lanes(uid))
+    local lim = user_limits(uid)
     if best[1] then
       local lane = best[1]
       local list = lane_list(uid, lane)
@@ -407,19 +430,17 @@ local function claim(n, owner, lease_ms, t)
         redis.call('SREM', keys.ordering_keys(uid), lane)
       end
       out[#out + 1] = start_job(uid, jid, lane, owner, lease_ms, t)
-      local weight, spm, credit = unpack(redis.call('HMGET', keys.limits(uid),
-                                                    'weight', 'spm', 'credit'))
-      weight, spm = tonumber(weight or 1), tonumber(spm or 0)
-      if spm > 0 then  -- starts at least 60 s / spm apart: at most spm in any 60 s
-        redis.call('HSET', keys.limits(uid), 'next', t + 60000 / spm)
+      if lim.spm > 0 then  -- starts at least 60 s / spm apart: at most spm in any 60 s
+        lim.next = t + 60000 / lim.spm
+        redis.call('HSET', keys.limits(uid), 'next', lim.next)
       end
-      if weight > 1 then
-        credit = tonumber(credit or 0)
-        if credit <= 0 then credit = weight end  -- a new visit
-        redis.call('HSET', keys.limits(uid), 'credit', credit - 1)
+      if lim.weight > 1 then
+        if lim.credit <= 0 then lim.credit = lim.weight end  -- a new visit
+        lim.credit = lim.credit - 1
+        redis.call('HSET', keys.limits(uid), 'credit', lim.credit)
       end
     end
-    place(uid, t, 'x', true)
+    place(uid, t, {state = 'x', lim = lim, quiet = true, started = best[1] ~= nil})
   end
   return out
 end
