@@ -37,7 +37,9 @@ def _queue(url: str, user_concurrency: int = 1):
     from engine.keys import Keys
     from engine.queue import Queue
 
-    return Queue(connection.client(url), Keys(PREFIX, shards=1),
+    # generous timeouts: a fill of a million jobs on a busy machine
+    return Queue(connection.client(url, socket_timeout=120, socket_connect_timeout=120),
+                 Keys(PREFIX, shards=1),
                  user_concurrency=user_concurrency)
 
 
@@ -92,7 +94,7 @@ def runat(server: RedisServer, n: int = 1000, users: int = 100, spread: float = 
             "p99_ms": delays[int(len(delays) * 0.99) - 1], "max_ms": delays[-1]}
 
 
-def scheduled_cost(server: RedisServer, big: int, reps: int = 3) -> dict:
+def scheduled_cost(server: RedisServer, big: int, reps: int = 5) -> dict:
     out = {}
     for label, count in (("1,000 scheduled", 1000), (f"{big:,} scheduled", big)):
         server.flush()
