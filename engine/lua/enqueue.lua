@@ -35,8 +35,9 @@ if new == 0 then
   return out
 end
 
--- jobs whose runAt has come join their lanes before these: lanes are in due order
-promote_due(t)
+-- the user's jobs whose runAt has come join their lanes before these: lanes
+-- are in due order (other due entries wait for the next claim, as ever)
+if redis.call('SCARD', keys.scheduled(uid)) > 0 then promote_due(t) end
 local out = {'ok', t}
 local scheduled = false
 for i = 0, n - 1 do
