@@ -40,6 +40,27 @@ rate, started, _ = drain_run(server, all_systems()["ours"], _jobs(n, users), con
 print(json.dumps({"rate": rate, "started": started}))
 """
 
+# Scenario 5's hot path (bench/scale.py): chained finish+claim steps from one
+# client, with `users` x `per_user` queued; client µs per step, Redis µs per call.
+CHILD_STEPS = """
+import asyncio, json, sys
+from bench import common
+from bench.scale import _fill, _steps
+users, per_user = int(sys.argv[1]), int(sys.argv[2])
+server = common.RedisServer()
+url = server.start()
+server.flush()
+asyncio.run(_fill(url, users, per_user))
+r = server.client()
+r.config_resetstat()
+step = asyncio.run(_steps(url, 3000))
+st = r.info("commandstats").get("cmdstat_evalsha", {})
+print(json.dumps({"client_us": step * 1e6, "redis_us": st["usec"] / max(1, st["calls"])}))
+"""
+
+STEP_CASES = {"5 steps (10 users x 100 queued)": (10, 100),
+              "5 steps (1,000 users x 10 queued)": (1000, 10)}
+
 SCENARIOS = {  # name: (jobs, users, concurrency)
     "1 (one user, concurrency 1)": (S1_JOBS["ours"], 1, 1),
     "2 (1,000 users, concurrency 50)": (S2_JOBS["ours"], S2_USERS, S2_CONC["ours"]),
@@ -65,12 +86,23 @@ def run_once(where: str, url: str, n: int, users: int, concurrency: int) -> floa
     return json.loads(done.stdout.strip().splitlines()[-1])["rate"]
 
 
+def run_steps(where: str, url: str, users: int, per_user: int) -> dict:
+    env = {**os.environ, "REDIS_URL": url, "PYTHONPATH": where}
+    done = subprocess.run([sys.executable, "-c", CHILD_STEPS, str(users), str(per_user)],
+                          cwd=where, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"steps in {where} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.revisions", description=__doc__.splitlines()[0])
     p.add_argument("old", help="the revision to compare against (A)")
     p.add_argument("new", nargs="?", help="the revision measured (B); default: this checkout")
     p.add_argument("--reps", type=int, default=3, help="pairs of runs per scenario (default 3)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply job counts (default 1)")
+    p.add_argument("--steps", action="store_true",
+                   help="also scenario 5's finish+claim steps: client µs per step, Redis µs per call")
     args = p.parse_args(argv)
 
     sides = {f"A {args.old}": checkout(args.old),
@@ -93,6 +125,18 @@ def main(argv=None) -> int:
                       f"runs {' '.join(f'{v:.0f}' for v in values)}")
             print(f"  B/A ratio              median {statistics.median(ratios):.3f}   "
                   f"pairs {' '.join(f'{r:.3f}' for r in ratios)}")
+        for name, (users, per_user) in (STEP_CASES.items() if args.steps else ()):
+            got: dict[str, list[dict]] = {side: [] for side in sides}
+            for _ in range(args.reps):
+                for side, where in sides.items():
+                    got[side].append(run_steps(where, url, users, per_user))
+            print(f"scenario {name}:")
+            for field in ("client_us", "redis_us"):
+                (a, ra), (b, rb) = ((side, [r[field] for r in rows]) for side, rows in got.items())
+                ratios = [y / x for x, y in zip(ra, rb)]
+                print(f"  {field:<10} A median {statistics.median(ra):7.1f}  B median "
+                      f"{statistics.median(rb):7.1f}  B/A median {statistics.median(ratios):.3f}"
+                      f"  pairs {' '.join(f'{r:.3f}' for r in ratios)}  (lower is better)")
     finally:
         server.stop()
     return 0

@@ -45,7 +45,7 @@ async def _steps(url: str, steps: int, warmup: int = 200, block: int = 100) -> f
     rather than EVALSHA so Redis's own per-call figure for the steps stays
     clean): the number queued stays where the case put it."""
     from engine import scripts
-    from engine.queue import IDEMPOTENCY_TTL_SECONDS
+    from engine.queue import IDEMPOTENCY_TTL_SECONDS, NewJob
 
     q = our_queue(url)
     enqueue_src = scripts.source("enqueue")
@@ -69,7 +69,7 @@ async def _steps(url: str, steps: int, warmup: int = 200, block: int = 100) -> f
         done += block
         for uid in users:  # top up: one job back for each one finished
             await r.eval(enqueue_src, 1, q.keys.user_base(uid), uid, 10**9,
-                         IDEMPOTENCY_TTL_SECONDS, uuid.uuid4().hex, PAYLOAD, "")
+                         IDEMPOTENCY_TTL_SECONDS, *NewJob(uuid.uuid4().hex, PAYLOAD).args())
     await q.finish(job, True, job.data, claim_n=0, owner=owner, lease_seconds=lease)
     await q.redis.aclose()
     return total / (done - warmup)

@@ -65,6 +65,10 @@ class JobRecord:
     progress: float | None = None  # 0..1, the running attempt's last report (CONTRACT §8)
     progress_message: str | None = None
     version: int = 0
+    ordering_key: str | None = None  # None: the user's default lane
+    priority: int = 0
+    run_at: datetime | None = None  # None: enqueued without one
+    scheduled: bool = False  # its runAt is still ahead (it waits in the due-time index)
 
     @classmethod
     def from_fields(cls, f: dict, job_id: str | None = None) -> "JobRecord":
@@ -97,6 +101,10 @@ HASH_FIELDS = {
     "progress": ("progress", float),
     "progress_message": ("pmsg", str),
     "version": ("v", int),
+    "ordering_key": ("k", str),
+    "priority": ("p", int),
+    "run_at": ("at", ms_to_datetime),
+    "scheduled": ("w", lambda v: v == "1" or v == 1),
 }
 
 

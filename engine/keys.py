@@ -22,7 +22,7 @@ from string import Formatter
 LAYOUT = {
     # a shard
     "rotation": "{base}:rot",  # list: users with waiting work and nothing running
-    "delayed": "{base}:delayed",  # zset: users whose head job waits for a retry, by due time
+    "delayed": "{base}:delayed",  # zset, the due-time index: `uid:jid` of jobs waiting for their runAt or a retry, `uid` of users waiting for their start rate, by due time
     "leases": "{base}:leases",  # zset: `uid:jid` of running jobs, by lease deadline
     "signal": "{base}:signal",  # list: wake-up tokens for blocked workers
     "shard_events": "{base}:events",  # stream: every finished job, for the API's fan-out
@@ -32,9 +32,14 @@ LAYOUT = {
     "paused": "{base}:paused",  # set: paused users with work waiting (state p)
     "throughput": "{base}:tp:{bucket}",  # hash: one 10 s bucket's e, c, f, q0, q (expires)
     # a user, in their shard
-    "pending": "{base}:u:{uid}:pending",  # list: waiting job ids, oldest first
-    "state": "{base}:u:{uid}:state",  # string: r rotation, d delayed, a running, p paused; absent: idle
-    "limits": "{base}:u:{uid}:limits",  # hash: concurrency, weight, spm, paused (1/0)
+    "pending": "{base}:u:{uid}:pending",  # list: the default lane: due job ids, oldest first
+    "lane": "{base}:u:{uid}:lane:{key}",  # list: the lane of one ordering key, as `pending`
+    "lanes": "{base}:u:{uid}:lanes",  # zset: lanes whose head may start now ('' the default), by priority then due time
+    "ordering_keys": "{base}:u:{uid}:keys",  # set: ordering keys whose lane holds jobs
+    "busy": "{base}:u:{uid}:busy",  # hash: lane -> job id of each running lane ('' the default)
+    "scheduled": "{base}:u:{uid}:scheduled",  # set: job ids whose runAt is ahead (in the due-time index)
+    "state": "{base}:u:{uid}:state",  # string: r rotation, d waiting for a due time, a busy, p paused; absent: idle
+    "limits": "{base}:u:{uid}:limits",  # hash: concurrency, weight, spm, paused (1/0); the engine's credit, next
     "ready": "{base}:u:{uid}:ready",  # list: finished jobs not yet dequeued
     "user_events": "{base}:u:{uid}:events",  # stream: the user's events, for replay
     "idempotency": "{base}:u:{uid}:idem:{idem}",  # string: idempotency key -> job id
@@ -121,6 +126,26 @@ class Keys:
     @staticmethod
     def pending(base: str, uid: str) -> str:
         return _key("pending", base=base, uid=uid)
+
+    @staticmethod
+    def lane(base: str, uid: str, key: str) -> str:
+        return _key("lane", base=base, uid=uid, key=key)
+
+    @staticmethod
+    def lanes(base: str, uid: str) -> str:
+        return _key("lanes", base=base, uid=uid)
+
+    @staticmethod
+    def ordering_keys(base: str, uid: str) -> str:
+        return _key("ordering_keys", base=base, uid=uid)
+
+    @staticmethod
+    def busy(base: str, uid: str) -> str:
+        return _key("busy", base=base, uid=uid)
+
+    @staticmethod
+    def scheduled(base: str, uid: str) -> str:
+        return _key("scheduled", base=base, uid=uid)
 
     @staticmethod
     def state(base: str, uid: str) -> str:

@@ -33,6 +33,23 @@ class Stats:
     queued: int
     processing: int
     ready: int
+    scheduled: int = 0  # the part of `queued` whose runAt is still ahead
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to enqueue. `run_at_ms` (unix ms) None: due now; a past one, too."""
+
+    job_id: str
+    data: str
+    idempotency_key: str | None = None
+    ordering_key: str | None = None  # None or "": the user's default lane
+    priority: int = 0  # -100..100, higher first among a user's lanes
+    run_at_ms: int | None = None
+
+    def args(self) -> list:
+        return [self.job_id, self.data, self.idempotency_key or "", self.ordering_key or "",
+                self.priority or 0, "" if self.run_at_ms is None else int(self.run_at_ms)]
 
 
 @dataclass(slots=True)
@@ -40,7 +57,7 @@ class Shape:
     """What the queue holds now, over all shards (for metrics and `is_idle`)."""
 
     in_rotation: int  # users with jobs waiting and nothing running
-    delayed: int  # users whose next job waits for a retry
+    delayed: int  # entries of the due-time index: jobs waiting for a runAt or a back-off, rate-limited users
     running: int  # jobs under a worker's lease
     archive_backlog: int  # job changes MongoDB has not stored yet
 
@@ -55,8 +72,8 @@ class Totals:
 
     queued: int  # QUEUED jobs, those waiting for a retry included
     processing: int
-    scheduled: int  # QUEUED jobs waiting for a due time (today: a retry's back-off)
-    users_waiting: int  # users with QUEUED jobs, less those whose next start waits for a time
+    scheduled: int  # QUEUED jobs whose runAt is still ahead
+    users_waiting: int  # users with QUEUED jobs, less the paused and those waiting for a due time
 
 
 @dataclass(slots=True)
@@ -139,15 +156,17 @@ class Queue:
             shard_events_keep=settings.queue_shard_events_keep,
             event_inline_bytes=settings.queue_event_inline_bytes,
         )
-        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy, bounds)
+        return cls(redis, Keys(settings.queue_prefix, settings.queue_shards), policy, bounds,
+                   user_concurrency=settings.queue_user_concurrency)
 
     def __init__(self, redis: Redis, keys: Keys, policy: RetryPolicy | None = None,
-                 bounds: Bounds | None = None):
+                 bounds: Bounds | None = None, *, user_concurrency: int = 1):
         self.redis = redis
         self.keys = keys
         self.policy = policy or RetryPolicy()
         self.bounds = bounds or Bounds()
-        self._scripts = scripts.register(redis)
+        self.user_concurrency = user_concurrency  # a user's concurrency unless set (limits)
+        self._scripts = scripts.register(redis, user_concurrency)
 
     async def _call(self, script: str, key: str, *args):
         """Run a script and read its reply (engine/replies.py). `key`, its KEYS[1],
@@ -157,12 +176,13 @@ class Queue:
     # ---- producer side (the API) ----
 
     async def enqueue(
-        self, uid: str, items: list[tuple[str, str, str | None]], max_pending: int
+        self, uid: str, items: list[NewJob | tuple[str, str, str | None]], max_pending: int
     ) -> list[Enqueued]:
-        """Store (job_id, data, idempotency_key) items in order, all or none."""
+        """Store items in order, all or none: NewJob, or (job_id, data,
+        idempotency_key) for a job of the default lane, due now."""
         args: list = [uid, max_pending, IDEMPOTENCY_TTL_SECONDS]
-        for jid, data, key in items:
-            args += [jid, data, key or ""]
+        for item in items:
+            args += (item if isinstance(item, NewJob) else NewJob(*item)).args()
         return await self._call("enqueue", self.keys.user_base(uid), *args)
 
     async def count_enqueues(self, uid: str, n: int) -> int:
@@ -199,11 +219,13 @@ class Queue:
     async def stats(self, uid: str) -> Stats:
         base = self.keys.user_base(uid)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(Keys.pending(base, uid))
-            pipe.get(Keys.state(base, uid))
+            pipe.zscore(Keys.backlog(base), uid)  # its QUEUED jobs, kept by the scripts
+            pipe.hlen(Keys.busy(base, uid))
             pipe.llen(Keys.ready(base, uid))
-            pending, state, ready = await pipe.execute()
-        return Stats(queued=pending, processing=1 if state == "a" else 0, ready=ready)
+            pipe.scard(Keys.scheduled(base, uid))
+            queued, running, ready, scheduled = await pipe.execute()
+        return Stats(queued=int(queued or 0), processing=running, ready=ready,
+                     scheduled=scheduled)
 
     # ---- consumer side (the workers) ----
 
@@ -313,7 +335,9 @@ class Queue:
         uid = await self.redis.lindex(Keys.rotation(base), 0)
         if not uid:
             return 0.0
-        jid = await self.redis.lindex(Keys.pending(base, uid), 0)
+        best = await self.redis.zrange(Keys.lanes(base, uid), 0, 0)  # its turn starts that lane
+        lane = Keys.lane(base, uid, best[0]) if best and best[0] else Keys.pending(base, uid)
+        jid = await self.redis.lindex(lane, 0)
         created = jid and await self.redis.hget(Keys.job(base, jid), "created")
         return max(0.0, time.time() - int(created) / 1000) if created else 0.0
 
@@ -442,9 +466,9 @@ class Queue:
                          weight: int | None = None, starts_per_minute: int | None = None,
                          paused: bool | None = None) -> Limits:
         """Store the given limits (None: leave as is); the user's limits as stored.
-
-        Only `paused` is honoured yet (limits.lua): the scheduler of issue 14
-        will read concurrency, weight and startsPerMinute from the same hash."""
+        The claim script reads them at each start (limits.lua, claim in _lib.lua):
+        concurrency (lanes at once), weight (turns per round), starts per minute
+        (0: no limit), paused."""
         args: list = [uid]
         for field, value in (("concurrency", concurrency), ("weight", weight),
                              ("spm", starts_per_minute), ("paused", paused)):
@@ -468,7 +492,8 @@ class Queue:
         args: list = [uid, jid]
         if history is not None:
             args += [history.request_data, int(history.created_at.timestamp() * 1000),
-                     history.version, history.status.value]
+                     history.version, history.status.value, history.ordering_key or "",
+                     history.priority or 0]
         return await self._call("retry", self.keys.user_base(uid), *args)
 
     async def purge(self, uid: str, batch: int = PURGE_BATCH) -> int:
@@ -488,18 +513,18 @@ class Queue:
     async def totals(self) -> Totals:
         async with self.redis.pipeline(transaction=False) as pipe:
             for base in self.keys.all_bases():
-                pipe.hget(Keys.counts(base), "queued")
+                pipe.hmget(Keys.counts(base), "queued", "scheduled", "dwell")
                 pipe.zcard(Keys.leases(base))  # a lease per running job: its own count
-                pipe.zcard(Keys.delayed(base))
                 pipe.zcard(Keys.backlog(base))
                 pipe.scard(Keys.paused(base))
             rows = await pipe.execute()
         queued = processing = scheduled = waiting = 0
-        for q, p, delayed, backlog, paused in zip(*[iter(rows)] * 5):
+        for (q, s, dwell), p, backlog, paused in zip(*[iter(rows)] * 4):
             queued += int(q or 0)
             processing += int(p or 0)
-            scheduled += delayed
-            waiting += max(0, backlog - delayed - paused)
+            scheduled += int(s or 0)
+            # users waiting for a due time (runAt, back-off, start rate) are not waiting to start
+            waiting += max(0, backlog - int(dwell or 0) - paused)
         return Totals(queued, processing, scheduled, waiting)
 
     async def backlog(self, top: int | None = None) -> list[tuple[str, int]]:
@@ -520,20 +545,22 @@ class Queue:
         async with self.redis.pipeline(transaction=False) as pipe:
             for uid in uids:
                 base = self.keys.user_base(uid)
-                pipe.llen(Keys.pending(base, uid))
-                pipe.get(Keys.state(base, uid))
+                pipe.zscore(Keys.backlog(base), uid)
+                pipe.hlen(Keys.busy(base, uid))
                 pipe.lindex(Keys.pending(base, uid), 0)
+                pipe.scard(Keys.scheduled(base, uid))
             rows = await pipe.execute()
-        heads = list(zip(uids, rows[0::3], rows[1::3], rows[2::3]))
+        heads = list(zip(uids, rows[0::4], rows[1::4], rows[2::4]))
+        scheduled = dict(zip(uids, rows[3::4]))
         async with self.redis.pipeline(transaction=False) as pipe:
             for uid, _, _, head in heads:
                 if head:
                     pipe.hget(Keys.job(self.keys.user_base(uid), head), "created")
             created = iter(await pipe.execute())
-        return {uid: UserQueue(queued=n, processing=1 if state == "a" else 0,
-                               scheduled=1 if state == "d" else 0,
+        return {uid: UserQueue(queued=int(n or 0), processing=running,
+                               scheduled=scheduled[uid],
                                oldest_queued_ms=int(next(created) or 0) or None if head else None)
-                for uid, n, state, head in heads}
+                for uid, n, running, head in heads}
 
     async def throughput(self, minutes: int) -> list[Point]:
         """The last `minutes` of 10 s buckets over all shards, oldest first, the

@@ -28,10 +28,12 @@ CONSTANTS = {
     # tokens a shard's signal list holds: a worker blocks only after a claim
     # found nothing, so one per waiting worker is plenty
     "SIGNAL_TOKENS": 64,
-    # users whose retry fell due that one claim moves back to the rotation
+    # entries of the due-time index (runAt, retry back-off, start rate) one script promotes
     "PROMOTE_BATCH": 100,
     # expired leases one reclaim handles; a worker's maintenance calls every few seconds
     "RECLAIM_BATCH": 100,
+    # priorities run from -PRIORITY_MAX to PRIORITY_MAX (CONTRACT §7; offer_lane ranks by them)
+    "PRIORITY_MAX": 100,
     # the throughput history's bucket (adminThroughput: one point per 10 s)...
     "BUCKET_MS": 10_000,
     # ...and how long a shard keeps one: an hour of history and some to spare
@@ -105,17 +107,23 @@ def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
 
 
 @cache
-def source(name: str) -> str:
-    """A script's text as Redis runs it: constants, included helpers, the script."""
+def source(name: str, user_concurrency: int = 1) -> str:
+    """A script's text as Redis runs it: constants, included helpers, the script.
+
+    `user_concurrency` (QUEUE_USER_CONCURRENCY) is written in as the constant
+    USER_CONCURRENCY, the concurrency of a user without one of its own: every
+    script that places a user needs it, so it is part of the script rather
+    than one more argument of each; API and workers must agree on it."""
     text = (LUA_DIR / f"{name}.lua").read_text()
     order: list[str] = []
     for needed in check_includes(f"{name}.lua", text):
         _add(needed, order, (f"{name}.lua",))
     constants = "-- engine/scripts.py (CONSTANTS)\n" + "".join(
-        f"local {k} = {v!r}\n" for k, v in CONSTANTS.items())
+        f"local {k} = {v!r}\n" for k, v in
+        {**CONSTANTS, "USER_CONCURRENCY": int(user_concurrency)}.items())
     return "\n".join([constants] + [helpers()[h] for h in order] + [text])
 
 
-def register(redis) -> dict:
+def register(redis, user_concurrency: int = 1) -> dict:
     """Script objects bound to a client: EVALSHA, loading the script on a miss."""
-    return {name: redis.register_script(source(name)) for name in NAMES}
+    return {name: redis.register_script(source(name, user_concurrency)) for name in NAMES}

@@ -68,6 +68,8 @@ class QueueSettings(BaseSettings):
 
     # operators (CONTRACT §9): per-user limits' defaults, the counters' self-healing
     queue_user_concurrency: int = Field(1, ge=1, le=100)  # a user's default concurrency
+    # how far ahead an enqueue's runAt may be (CONTRACT §7); 30 days
+    queue_max_delay_seconds: int = Field(30 * 86400, ge=1)
     # how often each worker recounts the shards' counters and backlog sets (recount.lua)
     queue_recount_seconds: float = Field(60, gt=0)
 

@@ -6,12 +6,16 @@ import base64
 import binascii
 import logging
 import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from bson import ObjectId
 from redis.exceptions import RedisError
 
 from engine import queue as engine
 from engine.jobs import JobRecord, JobStatus, ms_to_datetime
+from engine.scripts import CONSTANTS
 
 from .settings import Settings
 from .errors import BadUserInput, Conflict, NotFound, QueueFull, RateLimited
@@ -24,6 +28,19 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 30.0
 MAX_PAGE = 100
 MAX_IDEMPOTENCY_KEY = 256
+MAX_ORDERING_KEY_BYTES = 128  # CONTRACT §7
+PRIORITIES = range(-CONSTANTS["PRIORITY_MAX"], CONSTANTS["PRIORITY_MAX"] + 1)
+
+
+@dataclass(slots=True)
+class Item:
+    """One job to enqueue, as a client gave it (CONTRACT §4, §7)."""
+
+    request_data: str
+    idempotency_key: str | None = None
+    ordering_key: str | None = None  # None or "": the user's default key
+    priority: int = 0
+    run_at: datetime | None = None
 STORAGE_FULL = ("queue storage is full: Redis reached its memory limit (maxmemory); "
                 "try again later")
 
@@ -70,6 +87,13 @@ async def history_page(queue: engine.Queue, archiver: Archiver, uid: str | None,
     return records, len(docs) > first
 
 
+def _epoch(moment: datetime) -> float:
+    """Unix seconds of a DateTime; one without a timezone is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 class JobService:
     """The queue's use cases for one API process: checks, then the engine and the history."""
 
@@ -82,8 +106,10 @@ class JobService:
 
     # ---- enqueue ----
 
-    def _check_item(self, data: str, key: str | None, index: int | None = None) -> None:
+    def _check_item(self, item: Item, now: float, index: int | None = None) -> None:
+        data, key = item.request_data, item.idempotency_key
         where = {} if index is None else {"index": index}
+        at = f" (item {index})" if index is not None else ""
         size = len(data.encode("utf-8", "surrogatepass"))
         if size > self.settings.queue_max_payload_bytes:
             raise BadUserInput(
@@ -93,6 +119,23 @@ class JobService:
         if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
             raise BadUserInput(f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
                                + (f" (item {index})" if index is not None else ""), **where)
+        if item.priority not in PRIORITIES:
+            raise BadUserInput(f"priority must be between -100 and 100{at}",
+                               argument="priority", **where)
+        if item.ordering_key:
+            okey = item.ordering_key
+            if len(okey.encode("utf-8", "surrogatepass")) > MAX_ORDERING_KEY_BYTES:
+                raise BadUserInput(f"orderingKey is over {MAX_ORDERING_KEY_BYTES} bytes{at}",
+                                   argument="orderingKey", **where)
+            if any(unicodedata.category(c) == "Cc" for c in okey):
+                raise BadUserInput(f"orderingKey has control characters{at}",
+                                   argument="orderingKey", **where)
+        if item.run_at is not None:
+            ahead = _epoch(item.run_at) - now
+            limit = self.settings.queue_max_delay_seconds
+            if ahead > limit:
+                raise BadUserInput(f"runAt is more than {limit} s ahead "
+                                   f"(QUEUE_MAX_DELAY_SECONDS){at}", argument="runAt", **where)
 
     async def _check_rate(self, uid: str, count: int) -> None:
         limit = self.settings.queue_enqueue_rate_per_minute
@@ -102,7 +145,7 @@ class JobService:
         if used > limit:
             raise RateLimited(f"more than {limit} jobs a minute (QUEUE_ENQUEUE_RATE_PER_MINUTE)")
 
-    async def enqueue(self, uid: str, items: list[tuple[str, str | None]]) -> list[JobRecord]:
+    async def enqueue(self, uid: str, items: list[Item]) -> list[JobRecord]:
         """Store the items in order, all or none; idempotency keys return earlier jobs.
 
         One Redis script stores them (Redis is the queue's durable store: run it
@@ -111,9 +154,13 @@ class JobService:
         batch = len(items) > 1
         if len(items) > self.settings.queue_max_batch:
             raise BadUserInput(f"at most {self.settings.queue_max_batch} items (QUEUE_MAX_BATCH)")
-        for i, (data, key) in enumerate(items):
-            self._check_item(data, key, i if batch else None)
-        rows = [(str(ObjectId()), data, key) for data, key in items]
+        now = time.time()
+        for i, item in enumerate(items):
+            self._check_item(item, now, i if batch else None)
+        rows = [engine.NewJob(str(ObjectId()), i.request_data, i.idempotency_key,
+                              i.ordering_key or None, i.priority,
+                              None if i.run_at is None else int(_epoch(i.run_at) * 1000))
+                for i in items]
         try:
             await self._check_rate(uid, len(items))
             placed = await self.queue.enqueue(uid, rows, self.settings.queue_max_pending)
@@ -131,11 +178,14 @@ class JobService:
             raise QueueFull(STORAGE_FULL) from None
         created_at = ms_to_datetime(placed[0].created_ms) if placed else None
         jobs: list[JobRecord] = []
-        for (jid, data, key), result in zip(rows, placed):
+        for row, result in zip(rows, placed):
             if result.created:
-                jobs.append(JobRecord(id=jid, user_id=uid, request_data=data,
+                jobs.append(JobRecord(id=row.job_id, user_id=uid, request_data=row.data,
                                       status=JobStatus.QUEUED, attempts=0,
-                                      created_at=created_at, idempotency_key=key))
+                                      created_at=created_at, idempotency_key=row.idempotency_key,
+                                      ordering_key=row.ordering_key, priority=row.priority,
+                                      run_at=ms_to_datetime(row.run_at_ms),
+                                      scheduled=(row.run_at_ms or 0) > placed[0].created_ms))
             else:  # an idempotency key seen before: the first job
                 earlier = await self.get(uid, result.job_id)
                 if earlier is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from datetime import datetime
 from contextlib import aclosing
 
 import strawberry
@@ -30,7 +31,7 @@ from .types import (
     User,
 )
 from .admin_schema import AdminMutation, AdminQuery
-from .jobs import encode_cursor
+from .jobs import Item, encode_cursor
 from .http.limits import schema_extensions
 
 CtxInfo = Info[Context, None]
@@ -69,7 +70,8 @@ class Query(AdminQuery):
     async def queue_stats(self, info: CtxInfo) -> QueueStats:
         ctx = info.context
         s = await ctx.jobs.stats(await ctx.user_id())
-        return QueueStats(queued=s.queued, processing=s.processing, ready=s.ready)
+        return QueueStats(queued=s.queued, processing=s.processing, ready=s.ready,
+                          scheduled=s.scheduled)
 
 
 @strawberry.type
@@ -97,10 +99,14 @@ class Mutation(AdminMutation):
 
     @strawberry.mutation
     async def enqueue(
-        self, info: CtxInfo, request_data: str, idempotency_key: str | None = UNSET
+        self, info: CtxInfo, request_data: str, idempotency_key: str | None = UNSET,
+        ordering_key: str | None = UNSET, priority: int | None = 0,
+        run_at: datetime | None = UNSET,
     ) -> Job:
         ctx = info.context
-        [job] = await ctx.jobs.enqueue(await ctx.user_id(), [(request_data, idempotency_key or None)])
+        [job] = await ctx.jobs.enqueue(await ctx.user_id(), [Item(
+            request_data, idempotency_key or None, ordering_key or None, priority or 0,
+            run_at or None)])
         ENQUEUED.inc()
         return Job.of(job)
 
@@ -110,7 +116,9 @@ class Mutation(AdminMutation):
         uid = await ctx.user_id()
         if not items:
             return []
-        jobs = await ctx.jobs.enqueue(uid, [(i.request_data, i.idempotency_key or None) for i in items])
+        jobs = await ctx.jobs.enqueue(uid, [Item(
+            i.request_data, i.idempotency_key or None, i.ordering_key or None, i.priority or 0,
+            i.run_at or None) for i in items])
         ENQUEUED.inc(len(jobs))
         return [Job.of(j) for j in jobs]
 

@@ -72,6 +72,9 @@ class JobDocument(Document):
     finished_at: datetime | None = None
     dequeued_at: datetime | None = None
     idempotency_key: str | None = None
+    ordering_key: str | None = None  # CONTRACT §7: its lane; None the default one
+    priority: int = 0
+    run_at: datetime | None = None
     progress: float | None = None  # the last attempt's last report, as it finished
     progress_message: str | None = None
     version: int = 0  # the Redis record's version; older snapshots never overwrite newer

@@ -55,6 +55,12 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     dequeued_at: datetime | None
+    ordering_key: str | None = strawberry.field(description=(
+        "Jobs of one user and key run one at a time, in due order; null: the default key."))
+    priority: int = strawberry.field(description=(
+        "-100..100: which of the user's keys goes next at its turn (higher first)."))
+    run_at: datetime | None = strawberry.field(description=(
+        "Not started before this moment; null when enqueued without one."))
     progress: float | None = strawberry.field(description=(
         "0..1, the running attempt's last recorded report; null until the handler "
         "reports, and again when a new attempt starts"))
@@ -103,6 +109,8 @@ class QueueStats:
     queued: int = strawberry.field(description="waiting to be processed")
     processing: int = strawberry.field(description="0 or 1 per user at the default settings")
     ready: int = strawberry.field(description="COMPLETED or FAILED and not yet dequeued")
+    scheduled: int = strawberry.field(
+        description="the part of `queued` whose runAt is still ahead")
 
 
 @strawberry.type
@@ -124,3 +132,10 @@ class JobUpdate:
 class EnqueueInput:
     request_data: str
     idempotency_key: str | None = strawberry.UNSET
+    ordering_key: str | None = strawberry.field(default=strawberry.UNSET, description=(
+        "Jobs of one key run one at a time, in due order; absent or \"\": the default key. "
+        "At most 128 bytes, no control characters."))
+    priority: int | None = strawberry.field(default=0, description=(
+        "-100..100, higher first: which of your keys goes next at your turn."))
+    run_at: datetime | None = strawberry.field(default=strawberry.UNSET, description=(
+        "Not before this moment (at most QUEUE_MAX_DELAY_SECONDS ahead); past: now."))

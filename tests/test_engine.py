@@ -806,7 +806,9 @@ class QueueMachine(RuleBasedStateMachine):
                 uid, [jid for jid, (owner, _) in self.model.jobs.items() if owner == uid])
             events[uid] = [r.id for _, r in await self.queue.events_after(uid, "0-0")]
         return Snapshot(
-            rotation=rotation, delayed={u: int(due) for u, due in delayed}, leases=leases,
+            # the due-time index holds `uid:jid` of a retry waiting out its back-off
+            rotation=rotation, delayed={m.split(":", 1)[0]: int(due) for m, due in delayed},
+            leases=leases,
             marks=dict(zip(USERS, per_user[0::3])), pending=dict(zip(USERS, per_user[1::3])),
             ready=dict(zip(USERS, per_user[2::3])), jobs=jobs, events=events, parked=parked,
             counts={k: int(v) for k, v in counts.items()},

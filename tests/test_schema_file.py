@@ -21,7 +21,9 @@ def test_schema_has_the_contract_operations():
         "queueStats: QueueStats!",
         "register(username: String!, password: String!): User!",
         "login(username: String!, password: String!): AuthPayload!",
-        "enqueue(requestData: String!, idempotencyKey: String): Job!",
+        # CONTRACT §7 added orderingKey, priority and runAt (defaults keep v1 calls working)
+        "enqueue(requestData: String!, idempotencyKey: String, orderingKey: String, "
+        "priority: Int = 0, runAt: DateTime): Job!",
         "enqueueMany(items: [EnqueueInput!]!): [Job!]!",
         "dequeue(waitSeconds: Float = 0): Job",
         "cancel(id: ID!): Job!",

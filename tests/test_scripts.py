@@ -40,10 +40,10 @@ def constants(monkeypatch):
 
 def test_each_script_gets_what_it_includes_once_each_before_its_use():
     finish = source("finish")
-    for helper in ("schedule", "finish_terminal", "claim", "holds_lease"):
+    for helper in ("place", "finish_terminal", "claim", "holds_lease"):
         assert finish.count(f"--@helper {helper}\n") == 1, helper
     assert finish.count("local keys = {") == 1
-    assert finish.index("local function schedule(") < finish.index("local function finish_terminal(")
+    assert finish.index("local function place(") < finish.index("local function finish_terminal(")
     assert finish.index("local keys = {") < finish.index("local function job_table(")
     claim = source("claim")
     assert "local function claim(" in claim and "finish_terminal" not in claim, \

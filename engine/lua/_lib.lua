@@ -9,7 +9,8 @@
 --   KEYS[1], the shard's base key, e.g. "q:{s0}". Every key a script touches
 --   starts with it, so one script touches one hash slot (Redis Cluster ready).
 -- - the constants of engine/scripts.py (CONSTANTS): SIGNAL_TOKENS,
---   PROMOTE_BATCH, RECLAIM_BATCH, BUCKET_MS, THROUGHPUT_KEEP_SECONDS.
+--   PROMOTE_BATCH, RECLAIM_BATCH, PRIORITY_MAX, BUCKET_MS, THROUGHPUT_KEEP_SECONDS;
+--   and USER_CONCURRENCY, the setting QUEUE_USER_CONCURRENCY (see source()).
 -- Settings come as arguments (see bounds_at).
 --
 -- Every script answers {status, ...}; engine/queue.py (REPLIES) says what
@@ -113,12 +114,12 @@ end
 
 --@helper watched
 --@include keys
--- Someone has subscribed to the job's updates (watch.lua set `w`). Only such
+-- Someone has subscribed to the job's updates (watch.lua set `sub`). Only such
 -- a job's updates are recorded: a cursor comes from a subscription, so nobody
 -- can ask to replay what came before the first one, and a job nobody follows
 -- costs no stream (a stream takes about 4.7 KB however small its entries).
 local function watched(jid)
-  return redis.call('HEXISTS', keys.job(jid), 'w') == 1
+  return redis.call('HEXISTS', keys.job(jid), 'sub') == 1
 end
 
 --@helper job_update
@@ -191,15 +192,50 @@ end
 --@helper holds_lease
 --@include keys
 -- The job runs under this token: its worker's lease was not lost meanwhile.
+-- Also returns the job's lane (its ordering key, '' for the default one).
 local function holds_lease(jid, token)
-  local held, status = unpack(redis.call('HMGET', keys.job(jid), 'token', 'status'))
-  return held == token and status == 'PROCESSING'
+  local held, status, lane = unpack(redis.call('HMGET', keys.job(jid), 'token', 'status', 'k'))
+  return held == token and status == 'PROCESSING', lane or ''
 end
 
 --@helper drop_lease
 --@include keys, member
 local function drop_lease(uid, jid)
   redis.call('ZREM', keys.leases(), member(uid, jid))
+end
+
+--@helper lane_list
+--@include keys
+-- The list of a user's lane: '' is the default lane (no ordering key).
+local function lane_list(uid, lane)
+  if lane == '' then return keys.pending(uid) end
+  return keys.lane(uid, lane)
+end
+
+--@helper lane_of
+--@include keys
+-- The lane a job belongs to: its ordering key, '' for the default one.
+local function lane_of(jid)
+  return redis.call('HGET', keys.job(jid), 'k') or ''
+end
+
+--@helper offer_lane
+--@include keys, lane_list
+-- The lane's head may start now, unless the lane runs, is empty, or its head
+-- waits for a retry's back-off (the due-time index brings it back): then the
+-- lane goes into the user's startable lanes, ranked by the head's priority
+-- (higher first), then its due time (earlier first): (PRIORITY_MAX - priority) * 1e13
+-- + due ms, exact in a double. free: the caller knows the lane does not run.
+-- Returns true when offered.
+local function offer_lane(uid, lane, t, free)
+  if not free and redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
+  local jid = redis.call('LINDEX', lane_list(uid, lane), 0)
+  if not jid then return false end
+  local p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
+  local due = tonumber(retry_at or at or created or t)
+  if retry_at and due > t then return false end
+  redis.call('ZADD', keys.lanes(uid), (PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due, lane)
+  return true
 end
 
 --@helper park
@@ -210,29 +246,99 @@ local function park(uid)
   redis.call('SADD', keys.paused(), uid)
 end
 
---@helper is_paused
+--@helper user_limits
 --@include keys
-local function is_paused(uid)
-  return redis.call('HGET', keys.limits(uid), 'paused') == '1'
+-- What place() and a claim read of a user's limits hash, in one call.
+local function user_limits(uid)
+  local c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
+    'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
+  return {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
+          paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
+          weight = tonumber(weight or 1)}
 end
 
---@helper schedule
---@include keys, signal, is_paused, park
--- A user with nothing running goes to the back of the rotation if work waits
--- (or, paused, to the paused place: setUserLimits puts it back on resume).
--- quiet: the caller claims right after and signals only if work is left over.
-local function schedule(uid, quiet)
-  if redis.call('LLEN', keys.pending(uid)) > 0 then
-    if is_paused(uid) then
-      park(uid)
-      return
-    end
-    redis.call('SET', keys.state(uid), 'r')
-    redis.call('RPUSH', keys.rotation(), uid)
-    if not quiet then signal() end
-  else
-    redis.call('DEL', keys.state(uid))
+--@helper place
+--@include keys, signal, park, user_limits
+-- Put a user where it belongs now, from wherever it was (docs/architecture.md,
+-- "Scheduling"): exactly one of
+--   r  in the rotation: a lane may start and a slot of its concurrency is free;
+--   p  paused, with such a lane;
+--   d  waiting for a due time: its start rate (its own entry `uid` in the
+--      due-time index) or, nothing running, its jobs' runAt or retry back-off;
+--   a  busy: something runs and nothing more may start;
+--   idle (no state): nothing queued, nothing running.
+-- A user found in the rotation stays there (its turn re-checks). A weighted
+-- user with turns left in its visit (credit) goes back to the front.
+-- o (optional) says what the caller knows, to spare reads on the hot path:
+--   state    the user's state ('x': just taken out of the rotation)
+--   lim      its limits (user_limits)
+--   ran      a job of it just stopped running (so, at concurrency 1, it was busy)
+--   started  a job of it just started
+--   offered  one of its lanes was just offered
+--   quiet    the caller claims right after and signals only if work is left over
+--   front    a released job's user gets its turn back
+local function place(uid, t, o)
+  o = o or {}
+  local sk = keys.state(uid)
+  local lim = o.lim or user_limits(uid)
+  local state = o.state
+  if state == nil then
+    -- at concurrency 1 a user whose job ran cannot have been in the rotation
+    state = (o.ran and lim.concurrency == 1) and 'a' or redis.call('GET', sk)
   end
+  if state == 'r' then return end
+  local running = (o.started and lim.concurrency == 1) and 1 or redis.call('HLEN', keys.busy(uid))
+  local startable = running < lim.concurrency
+                    and (o.offered or redis.call('ZCARD', keys.lanes(uid)) > 0)
+  local new
+  if startable and lim.paused then
+    new = 'p'
+  elseif startable and lim.spm > 0 and lim.next > t then
+    new = 'd'
+  elseif startable then
+    new = 'r'
+  elseif running > 0 then
+    new = 'a'
+  elseif redis.call('ZSCORE', keys.backlog(), uid) then
+    new = 'd'  -- its jobs' entries in the due-time index bring it back
+  end
+  if state == 'p' and new ~= 'p' then redis.call('SREM', keys.paused(), uid) end
+  if state == 'd' then redis.call('ZREM', keys.delayed(), uid) end
+  -- the shard's count of users waiting for a due time (usersWaiting leaves them out)
+  if (state == 'd') ~= (new == 'd') then
+    redis.call('HINCRBY', keys.counts(), 'dwell', new == 'd' and 1 or -1)
+  end
+  if new == 'r' then
+    redis.call('SET', sk, 'r')
+    if o.front or lim.credit > 0 then
+      redis.call('LPUSH', keys.rotation(), uid)
+    else
+      redis.call('RPUSH', keys.rotation(), uid)
+    end
+    if not o.quiet then signal() end
+  elseif new == 'p' then
+    park(uid)
+  elseif new == 'd' and startable then
+    redis.call('SET', sk, 'd')
+    redis.call('ZADD', keys.delayed(), lim.next, uid)
+  elseif new then
+    if new ~= state then redis.call('SET', sk, new) end
+  elseif state then
+    redis.call('DEL', sk)
+  end
+end
+
+--@helper replace
+--@include keys, place
+-- place() for a user whose lanes or limits changed behind its turn (cancel,
+-- purge, limits): one left in the rotation that may not start now leaves it.
+local function replace(uid, t, force)
+  local state = redis.call('GET', keys.state(uid))
+  if state == 'r' and (force or redis.call('ZCARD', keys.lanes(uid)) == 0) then
+    redis.call('LREM', keys.rotation(), 1, uid)
+    state = 'x'
+  end
+  place(uid, t, {state = state})
 end
 
 --@helper bounds_at
@@ -272,19 +378,22 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_table, schedule, tally, record_update
--- Record a terminal outcome once: ready for dequeue, one event, archived.
+--@include keys, drop_lease, cap_ready, touch, job_table, tally, record_update, lane_of, offer_lane, place
+-- Record a terminal outcome once: ready for dequeue, one event, archived; the
+-- job's lane is free again, its next job may start, the user goes where it now belongs.
 -- One entry of the shard's stream serves both `processed` and jobUpdates: for
 -- a watched job it names the job (i) and its terminal update's cursor (x) in
 -- the job's stream.
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
 -- from the user's stream), so it holds at most shard_keep x inline bytes of them.
-local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
+local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet, lane)
   local jk = keys.job(jid)
+  lane = lane or lane_of(jid)
   redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
+  redis.call('HDEL', keys.busy(uid), lane)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   touch(uid, jid)
@@ -293,7 +402,7 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
                             'j', body)
   local entry = {'u', uid, 'c', cursor}
-  if job.w then  -- followed by jobUpdates: its terminal update
+  if job.sub then  -- followed by jobUpdates: its terminal update
     job.data = nil  -- as in update_json: the job's stream keeps no copy of the request
     local update = record_update(jid, status, cjson.encode(job))
     entry[#entry + 1], entry[#entry + 2], entry[#entry + 3], entry[#entry + 4] = 'i', jid, 'x', update
@@ -302,20 +411,22 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet)
     entry[#entry + 1], entry[#entry + 2] = 'j', body
   end
   redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*', unpack(entry))
-  schedule(uid, quiet)
+  place(uid, t, {quiet = quiet, ran = true, offered = offer_lane(uid, lane, t, true)})
   return cursor
 end
 
 --@helper attempt_failed
---@include keys, finish_terminal, drop_lease, schedule, count_queued, watched, job_update
+--@include keys, member, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
--- the job staying at the head of its user's queue, or fail it for good.
--- Returns 'failed' or 'retry'.
+-- the job staying at the head of its lane (which starts nothing else
+-- meanwhile: its entry in the due-time index offers the lane again when the
+-- back-off is over), or fail it for good. Returns 'failed' or 'retry'.
 local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet)
   local jk = keys.job(jid)
-  local attempts = tonumber(redis.call('HGET', jk, 'attempts') or '0')
+  local attempts, lane = unpack(redis.call('HMGET', jk, 'attempts', 'k'))
+  attempts, lane = tonumber(attempts or '0'), lane or ''
   if attempts >= max_attempts then
-    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet)
+    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet, lane)
     return 'failed'
   end
   local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
@@ -323,35 +434,62 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('HDEL', jk, 'token')
   redis.call('HINCRBY', jk, 'v', 1)
   drop_lease(uid, jid)
-  redis.call('LPUSH', keys.pending(uid), jid)
+  redis.call('HDEL', keys.busy(uid), lane)
+  redis.call('LPUSH', lane_list(uid, lane), jid)
+  if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
   count_queued(uid, 1, t)
   if watched(jid) then job_update(uid, jid, 'RETRYING', bounds) end
-  if delay <= 0 then
-    schedule(uid, quiet)
+  local offered = false
+  if delay > 0 then
+    redis.call('ZADD', keys.delayed(), t + delay, member(uid, jid))
   else
-    redis.call('SET', keys.state(uid), 'd')
-    redis.call('ZADD', keys.delayed(), t + delay, uid)
+    offered = offer_lane(uid, lane, t, true)
   end
+  place(uid, t, {quiet = quiet, ran = true, offered = offered})
   return 'retry'
 end
 
 --@helper promote_due
---@include keys, schedule
--- Users whose retry back-off is over rejoin the rotation, PROMOTE_BATCH at a
--- time (the rest at the next claim).
+--@include keys, lane_list, offer_lane, place
+-- The due-time index's entries whose time has come, PROMOTE_BATCH at a time
+-- (the rest at the next claim): a runAt job joins the back of its lane; a
+-- retry's back-off is over, so its lane may start again; a user's start rate
+-- allows a start again. Each user then goes where it now belongs.
 local function promote_due(t)
   local due = redis.call('ZRANGEBYSCORE', keys.delayed(), '-inf', t, 'LIMIT', 0, PROMOTE_BATCH)
-  for _, uid in ipairs(due) do
-    redis.call('ZREM', keys.delayed(), uid)
-    schedule(uid)
+  for _, m in ipairs(due) do
+    redis.call('ZREM', keys.delayed(), m)
+    local sep = string.find(m, ':', 1, true)
+    if not sep then
+      place(m, t)
+    else
+      local uid, jid = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+      local jk = keys.job(jid)
+      local owner, status, waiting, k = unpack(redis.call('HMGET', jk, 'uid', 'status', 'w', 'k'))
+      if owner == uid and (status or 'QUEUED') == 'QUEUED' then
+        local lane = k or ''
+        if waiting then
+          redis.call('HDEL', jk, 'w')
+          redis.call('SREM', keys.scheduled(uid), jid)
+          redis.call('HINCRBY', keys.counts(), 'scheduled', -1)
+          if redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
+            if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
+            offer_lane(uid, lane, t)
+          end
+        else
+          offer_lane(uid, lane, t)
+        end
+        place(uid, t)
+      end
+    end
   end
 end
 
 --@helper start_job
 --@include keys, member, count_queued, attempt_started
--- Start uid's job jid, just taken from its queue: a new attempt under a new
--- lease token. Returns {uid, jid, data, attempts, token}.
-local function start_job(uid, jid, owner, lease_ms, t)
+-- Start one job under a lease: its attempt counted, its lane marked running.
+-- Returns {uid, jid, data, attempts, token}, what a worker gets.
+local function start_job(uid, jid, lane, owner, lease_ms, t)
   local jk = keys.job(jid)
   local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
   local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
@@ -360,16 +498,20 @@ local function start_job(uid, jid, owner, lease_ms, t)
   local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
   redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
   redis.call('HINCRBY', jk, 'v', 1)
-  redis.call('SET', keys.state(uid), 'a')
   redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
+  redis.call('HSET', keys.busy(uid), lane, jid)
   count_queued(uid, -1, t)
   attempt_started(uid, jid)
   return {uid, jid, data, attempts, token}
 end
 
 --@helper claim
---@include keys, promote_due, start_job
--- Take up to n jobs: the head job of each user at the front of the rotation.
+--@include keys, promote_due, lane_list, start_job, place, user_limits
+-- Take up to n jobs: at each turn, the user at the front of the rotation
+-- starts the head of its best startable lane (highest priority, then earliest
+-- due), then goes where it now belongs: the back of the rotation, or the
+-- front while a weighted user has turns left of its visit (weight w: w turns
+-- a visit), the due-time index under a start rate, or busy.
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
   promote_due(t)
@@ -377,21 +519,36 @@ local function claim(n, owner, lease_ms, t)
   while #out < n do
     local uid = redis.call('LPOP', keys.rotation())
     if not uid then break end
-    local jid = redis.call('LPOP', keys.pending(uid))
-    if jid then
-      out[#out + 1] = start_job(uid, jid, owner, lease_ms, t)
-    else
-      redis.call('DEL', keys.state(uid))
+    local best = redis.call('ZPOPMIN', keys.lanes(uid))
+    local lim = user_limits(uid)
+    if best[1] then
+      local lane = best[1]
+      local list = lane_list(uid, lane)
+      local jid = redis.call('LPOP', list)
+      if lane ~= '' and redis.call('LLEN', list) == 0 then
+        redis.call('SREM', keys.ordering_keys(uid), lane)
+      end
+      out[#out + 1] = start_job(uid, jid, lane, owner, lease_ms, t)
+      if lim.spm > 0 then  -- starts at least 60 s / spm apart: at most spm in any 60 s
+        lim.next = t + 60000 / lim.spm
+        redis.call('HSET', keys.limits(uid), 'next', lim.next)
+      end
+      if lim.weight > 1 then
+        if lim.credit <= 0 then lim.credit = lim.weight end  -- a new visit
+        lim.credit = lim.credit - 1
+        redis.call('HSET', keys.limits(uid), 'credit', lim.credit)
+      end
     end
+    place(uid, t, {state = 'x', lim = lim, quiet = true, started = best[1] ~= nil})
   end
   return out
 end
 
 --@helper next_due_in
 --@include keys
--- Milliseconds until the next retry falls due, or -1 when none waits.
+-- Milliseconds until the due-time index's next entry falls due, or -1 when none waits.
 local function next_due_in(t)
   local first = redis.call('ZRANGE', keys.delayed(), 0, 0, 'WITHSCORES')
   if #first == 0 then return -1 end
-  return math.max(0, tonumber(first[2]) - t)
+  return math.max(0, math.ceil(tonumber(first[2]) - t))
 end

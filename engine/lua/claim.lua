@@ -1,4 +1,4 @@
--- Take up to n jobs, each the oldest of a different user, in rotation order.
+-- Take up to n jobs, one a turn, in rotation order (claim in _lib.lua).
 --@include now_ms, claim, next_due_in
 -- ARGV: n, owner, lease_ms
 -- Returns {'ok', next_due_ms, {uid, jid, data, attempts, token}, ...}.

@@ -13,7 +13,8 @@ local claim_n, owner, lease_ms = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local bounds = bounds_at(11)
 local t = now_ms()
 local verdict
-if not holds_lease(jid, token) then
+local held, lane = holds_lease(jid, token)
+if not held then
   verdict = 'stale'
 else
   local quiet = claim_n > 0
@@ -21,7 +22,7 @@ else
     record_progress(uid, jid, ARGV[16], ARGV[17] == '1' and ARGV[18] or nil, bounds)
   end
   if outcome == 'ok' then
-    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet)
+    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet, lane)
     verdict = 'completed'
   else
     verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, bounds, quiet)

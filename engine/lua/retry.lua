@@ -1,9 +1,9 @@
 -- Redrive: an operator puts a FAILED or CANCELLED job back in its user's
 -- queue, at the back, as if new: attempts 0, error and result cleared. It
 -- runs again, ends again, and is announced and ready again.
---@include keys, now_ms, touch, job_json, count_queued, tally, schedule
+--@include keys, now_ms, touch, job_json, count_queued, tally, lane_list, offer_lane, place
 -- ARGV: uid, jid, and, for a job Redis has forgotten (QUEUE_RESULT_TTL_SECONDS),
--- its MongoDB record: data, created (ms), version, status.
+-- its MongoDB record: data, created (ms), version, status, ordering key, priority.
 -- Returns {'ok', before_json or '', after_json}, {'conflict', status} or {'missing'}.
 local uid, jid = ARGV[1], ARGV[2]
 local jk = keys.job(jid)
@@ -16,6 +16,8 @@ if not owner then
   if status ~= 'FAILED' and status ~= 'CANCELLED' then return {'conflict', status} end
   -- its version goes on from MongoDB's, so the archiver stores the new state
   redis.call('HSET', jk, 'uid', uid, 'data', ARGV[3], 'created', ARGV[4], 'v', ARGV[5])
+  if (ARGV[7] or '') ~= '' then redis.call('HSET', jk, 'k', ARGV[7]) end  -- its lane
+  if (ARGV[8] or '0') ~= '0' then redis.call('HSET', jk, 'p', ARGV[8]) end
 else
   if owner ~= uid then return {'missing'} end
   status = status or 'QUEUED'
@@ -30,10 +32,14 @@ end
 redis.call('HSET', jk, 'status', 'QUEUED', 'attempts', 0)
 redis.call('HINCRBY', jk, 'round', 1)  -- fences the leases of earlier runs (see claim)
 touch(uid, jid)
-redis.call('RPUSH', keys.pending(uid), jid)
+-- at the back of its lane (its runAt, long past, no longer matters)
+local lane = redis.call('HGET', jk, 'k') or ''
+redis.call('HDEL', jk, 'w')
+if redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
+  if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
+  offer_lane(uid, lane, t)
+end
 count_queued(uid, 1, t)
 tally(t, 'e', 1)
-if not redis.call('GET', keys.state(uid)) then
-  schedule(uid)
-end
+place(uid, t)
 return {'ok', before, job_json(jid)}

@@ -7,6 +7,6 @@
 local uid, jid = ARGV[1], ARGV[2]
 local jk = keys.job(jid)
 if redis.call('HGET', jk, 'uid') ~= uid then return {'missing'} end
-redis.call('HSET', jk, 'w', 1)
+redis.call('HSET', jk, 'sub', 1)
 local last = redis.call('XREVRANGE', keys.updates(jid), '+', '-', 'COUNT', 1)
 return {'ok', job_json(jid), last[1] and last[1][1] or ''}
