@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from graph.http.view import GraphQLView
+from graph.jobs import Item
 from tests.support import Api
 
 JOB_FIELDS = ["id", "requestData", "status", "processedData", "error", "attempts",
@@ -230,6 +231,32 @@ def test_aliased_enqueues_are_stored_by_one_script_call(client, view, users, mon
     assert queued(client, users[0]) == 6
 
 
+def test_aliased_enqueues_with_scheduling_arguments_go_one_by_one(client, view, users,
+                                                                   monkeypatch):
+    """§7's orderingKey/priority/runAt are validated by the resolver: such a
+    document is not batched, and each job keeps what its field gave."""
+    from engine.queue import Queue
+
+    calls = []
+    original = Queue.enqueue
+
+    async def counted(self, uid, items, *args, **kwargs):
+        calls.append(len(items))
+        return await original(self, uid, items, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", counted)
+    body = {"query": 'mutation { a: enqueue(requestData: "x", orderingKey: "k1", priority: 5)'
+                     ' { orderingKey priority } b: enqueue(requestData: "y")'
+                     ' { orderingKey priority } }'}
+    headers = {"Authorization": f"Bearer {users[0]}"}
+    for _ in range(2):  # the standard path, then the prepared one
+        calls.clear()
+        answer = client.post("/graphql", json=body, headers=headers).json()
+        assert answer["data"] == {"a": {"orderingKey": "k1", "priority": 5},
+                                  "b": {"orderingKey": None, "priority": 0}}
+        assert calls == [1, 1]
+
+
 def test_a_refused_batch_stores_what_the_serial_run_stores(client, view, users):
     """The third item is over QUEUE_MAX_PAYLOAD_BYTES: the first two are stored, the
     third answers BAD_USER_INPUT, the fourth never runs (data is null: enqueue is non-null)."""
@@ -293,8 +320,8 @@ async def test_single_enqueues_of_one_user_at_once_are_stored_together(settings,
 
         async def one_request(data: str, key: str | None = None):
             context = Context(services=services, request=None)
-            groups.join(context, (data, key))
-            [job] = await context.jobs.enqueue("u1", [(data, key)])  # as the resolver calls it
+            groups.join(context, Item(data, key))
+            [job] = await context.jobs.enqueue("u1", [Item(data, key)])  # as the resolver calls it
             return job
 
         jobs = await asyncio.gather(*(one_request(f"d{i}") for i in range(5)),

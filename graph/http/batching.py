@@ -16,9 +16,10 @@ queue, Redis at its memory limit), nothing was stored, and the serial run
 goes ahead alone: it stores the items before the failing one and answers
 that one's error, as it always did. Not batched: a per-user rate limit
 (QUEUE_ENQUEUE_RATE_PER_MINUTE counts each call, and a refused batch would
-have counted already), arguments other than `requestData` and
-`idempotencyKey` (the schema grew one this module does not know), and
-values the document does not fix (defaults, variables of other types).
+have counted already), fields that give §7's `orderingKey`, `priority` or
+`runAt` (they go the serial way, validated by the resolver), a schema whose
+`enqueue` grew an argument this module does not know, and values the
+document does not fix (defaults, variables of other types).
 """
 
 from __future__ import annotations
@@ -38,21 +39,22 @@ from graphql import (
 
 from ..errors import ApiError
 
-ARGUMENTS = {"requestData", "idempotencyKey"}  # of Mutation.enqueue, as the resolver reads them
+from ..jobs import Item
 
-Item = tuple[str, "str | None"]
+ARGUMENTS = {"requestData", "idempotencyKey"}  # the ones a batched field may give
+SCHEDULING = {"orderingKey", "priority", "runAt"}  # CONTRACT §7: left at their defaults
 
 
 def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
                   ) -> list[Item] | None:
-    """The (requestData, idempotencyKey) of each field, in order, as the resolver passes
-    them to JobService.enqueue; None when the operation is not all plain `enqueue`s
+    """The Item of each field, in order, as the resolver passes it to
+    JobService.enqueue (§7's arguments at their defaults); None when the operation is not all plain `enqueue`s
     (graph/http/grouping.py takes the documents of one)."""
     mutation = schema.mutation_type
     if operation.operation != OperationType.MUTATION or mutation is None:
         return None
     field = mutation.fields.get("enqueue")
-    if field is None or set(field.args) != ARGUMENTS:
+    if field is None or set(field.args) != ARGUMENTS | SCHEDULING:
         return None
     selections = operation.selection_set.selections
     if variables is not None and not isinstance(variables, dict):
@@ -64,6 +66,8 @@ def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
             return None
         given: dict[str, Any] = {}
         for argument in node.arguments or ():
+            if argument.name.value not in ARGUMENTS:
+                return None
             value = _string(argument.value, types, variables or {})
             if value is _UNKNOWN:
                 return None
@@ -72,7 +76,7 @@ def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
         data = given.get("requestData")
         if not isinstance(data, str):
             return None
-        items.append((data, given.get("idempotencyKey") or None))
+        items.append(Item(data, given.get("idempotencyKey") or None))
     return items
 
 
@@ -125,7 +129,7 @@ class PreStored:
             error, self._error = self._error, None
             raise error
         if self._queue and uid == self._uid and not args and not kwargs \
-                and len(items) == 1 and tuple(items[0]) == self._queue[0][0]:
+                and len(items) == 1 and items[0] == self._queue[0][0]:
             return [self._queue.pop(0)[1]]
         if self._queue:  # out of step with the batch: never store an item twice
             raise RuntimeError("an enqueue of this request did not match the batch stored "

@@ -28,7 +28,7 @@ import asyncio
 from typing import Any
 
 from ..errors import ApiError
-from .batching import Item
+from ..jobs import Item
 
 
 class EnqueueGroups:
@@ -116,7 +116,7 @@ class Grouped:
 
     async def enqueue(self, uid: str, items: list, *args, **kwargs):
         if self._item is not None and not args and not kwargs and len(items) == 1 \
-                and tuple(items[0]) == self._item:
+                and items[0] == self._item:
             item, self._item = self._item, None
             return [await self._groups.enqueue(self._service, uid, item)]
         return await self._service.enqueue(uid, items, *args, **kwargs)
