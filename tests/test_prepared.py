@@ -208,10 +208,11 @@ def queued(client, token) -> int:
     return Api(client, token).call("{ queueStats { queued } }")["queueStats"]["queued"]
 
 
-def test_aliased_enqueues_are_stored_by_one_script_call(client, view, users, monkeypatch):
+def count_enqueue_calls(monkeypatch) -> list[int]:
+    """The number of items of each Queue.enqueue call (one script call each), as they come."""
     from engine.queue import Queue
 
-    calls = []
+    calls: list[int] = []
     original = Queue.enqueue
 
     async def counted(self, uid, items, *args, **kwargs):
@@ -219,6 +220,11 @@ def test_aliased_enqueues_are_stored_by_one_script_call(client, view, users, mon
         return await original(self, uid, items, *args, **kwargs)
 
     monkeypatch.setattr(Queue, "enqueue", counted)
+    return calls
+
+
+def test_aliased_enqueues_are_stored_by_one_script_call(client, view, users, monkeypatch):
+    calls = count_enqueue_calls(monkeypatch)
     body = aliased("a", "b", "c")
     headers = {"Authorization": f"Bearer {users[0]}"}
     client.post("/graphql", json=body, headers=headers)  # first sight: the standard path
@@ -235,16 +241,7 @@ def test_aliased_enqueues_with_scheduling_arguments_go_one_by_one(client, view, 
                                                                    monkeypatch):
     """§7's orderingKey/priority/runAt are validated by the resolver: such a
     document is not batched, and each job keeps what its field gave."""
-    from engine.queue import Queue
-
-    calls = []
-    original = Queue.enqueue
-
-    async def counted(self, uid, items, *args, **kwargs):
-        calls.append(len(items))
-        return await original(self, uid, items, *args, **kwargs)
-
-    monkeypatch.setattr(Queue, "enqueue", counted)
+    calls = count_enqueue_calls(monkeypatch)
     body = {"query": 'mutation { a: enqueue(requestData: "x", orderingKey: "k1", priority: 5)'
                      ' { orderingKey priority } b: enqueue(requestData: "y")'
                      ' { orderingKey priority } }'}
@@ -302,19 +299,11 @@ def test_a_batch_that_fails_unexpectedly_fails_as_the_first_enqueue_would(
 async def test_single_enqueues_of_one_user_at_once_are_stored_together(settings, monkeypatch):
     import asyncio
 
-    from engine.queue import Queue
     from graph.context import Context
     from graph.http.grouping import EnqueueGroups
     from graph.services import open_services
 
-    calls = []
-    original = Queue.enqueue
-
-    async def counted(self, uid, items, *args, **kwargs):
-        calls.append(len(items))
-        return await original(self, uid, items, *args, **kwargs)
-
-    monkeypatch.setattr(Queue, "enqueue", counted)
+    calls = count_enqueue_calls(monkeypatch)
     async with open_services(settings) as services:
         groups = EnqueueGroups()
 
