@@ -45,17 +45,6 @@ class RedisTime:
 
 
 def parse_commandstats(info: dict) -> dict[str, tuple[int, int]]:
-    """`INFO commandstats` as redis-py returns it ({'cmdstat_evalsha': {'calls': 3,
-    'usec': 90, ...}}): {'evalsha': (calls, usec)}."""
-    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
-            for k, v in info.items() if k.startswith("cmdstat_")}
-
-
-def per_job_us(self) -> float:
-        return self.scripts_us + self.client_us
-
-
-def parse_commandstats(info: dict) -> dict[str, tuple[int, int]]:
     """`INFO commandstats` as redis-py returns it ({'cmdstat_evalsha': {'calls': .., 'usec': ..}})
     or as raw text lines (`cmdstat_evalsha:calls=3,usec=90,...`): {name: (calls, usec)}."""
     if isinstance(info, str):
