@@ -233,7 +233,7 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
         if getattr(self, "_limited_for", None) != wanted:
             docs = itertools.islice(self._factory(), self._skip + self._limit)
             if self.collection.codec_options.tz_aware:
-                from mongomock import DuplicateKeyError, helpers
+                from mongomock import helpers
 
                 docs = (helpers.make_datetime_timezone_aware_in_document(d) for d in docs)
             self._limited = list(docs)[self._skip:]
