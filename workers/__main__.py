@@ -19,12 +19,28 @@ import signal
 import sys
 import threading
 
-from engine import connection, logs, loop
-from engine.settings import load_settings
-from engine.startup import exit_on_startup_error
 
-from .app import create_worker
-from .worker import Worker
+def _early_stop(signum, frame) -> None:
+    """A SIGTERM (or Ctrl-C) that comes while the process is still importing and
+    connecting, before the event loop's handlers exist: remembered, and the
+    worker stops as soon as it runs, having taken no job (exit 0), instead of
+    dying by the signal. A supervisor or a test that stops a worker right after
+    starting it sees the same exit either way."""
+    global _stop_requested
+    _stop_requested = True
+
+
+_stop_requested = False
+if __name__ == "__main__":  # the entry point only: importing this module installs nothing
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
+
+from engine import connection, logs, loop  # noqa: E402 (after the early signal handlers)
+from engine.settings import load_settings  # noqa: E402
+from engine.startup import exit_on_startup_error  # noqa: E402
+
+from .app import create_worker  # noqa: E402
+from .worker import Worker  # noqa: E402
 
 log = logging.getLogger("workers")
 
@@ -81,6 +97,8 @@ async def serve(worker: Worker) -> None:
     log.info("worker process %d: event loop %s", os.getpid(), type(event_loop).__module__)
     for sig in (signal.SIGTERM, signal.SIGINT):
         event_loop.add_signal_handler(sig, worker.stop)
+    if _stop_requested:  # stopped while starting: take no job, exit 0
+        worker.stop()
     try:
         await worker.run()
     finally:
@@ -99,6 +117,8 @@ def main(argv=None) -> None:
         overrides["queue_isolation"] = args.isolation
     settings = load_settings(**overrides)
     logs.configure(settings.log_level, settings.log_format)
+    if _stop_requested:  # stopped while starting: nothing was taken
+        sys.exit(0)
     if args.processes:
         sys.exit(supervise(args, settings))
     url = settings.redis_url or connection.embedded_url_for_worker(settings.data_dir)
