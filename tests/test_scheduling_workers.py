@@ -55,9 +55,12 @@ def test_chaos_keys_run_in_order_one_at_a_time_and_the_user_at_most_its_concurre
         for lane, job in zip(lanes, client.enqueue_many(items)):
             ids.setdefault(lane, []).append(job["id"])
     rng = random.Random(11)
+    # 8 slots a worker: even the first worker alone (the others may still be
+    # starting on a loaded machine) has room for every user's 2 lanes at once
+    slots = str(len(users) * CONCURRENCY)
     for _ in range(3):
-        workers.start("--handler", HANDLER, "--concurrency", "4")
-    workers.kill_and_replace(6, 0.5, rng, "--handler", HANDLER, "--concurrency", "4")
+        workers.start("--handler", HANDLER, "--concurrency", slots)
+    workers.kill_and_replace(6, 0.5, rng, "--handler", HANDLER, "--concurrency", slots)
 
     for n, client in enumerate(users):
         mine = [j for lane, jids in ids.items() if lane.startswith(f"u{n}/") for j in jids]
