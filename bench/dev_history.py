@@ -34,10 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / "bench" / ".work"
+from .common import ROOT
+from .revisions import checkout  # a worktree of the older revision, made once
+
 USERS = 100
 BEFORE = "2d7dd69"  # the revision before the in-memory store's ordered reads
 
@@ -193,15 +193,6 @@ async def _child(jobs: int, rate: int, seconds: float) -> dict:
     return out
 
 
-def _checkout(rev: str) -> str:
-    path = WORK / f"rev-{rev}"
-    if not path.exists():
-        WORK.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), rev],
-                       check=True, capture_output=True)
-    return str(path)
-
-
 def _run_side(where: str, args) -> dict:
     with tempfile.TemporaryDirectory(prefix="dev-history-") as data:
         env = {**os.environ, "PYTHONPATH": where, "DATA_DIR": data, "QUEUE_CONCURRENCY": "50",
@@ -242,7 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=1, help="pairs of runs, A B A B (1)")
     p.add_argument("--only-after", action="store_true", help="this checkout alone")
     args = p.parse_args(argv)
-    sides = {} if args.only_after else {f"before {args.before}": _checkout(args.before)}
+    sides = {} if args.only_after else {f"before {args.before}": checkout(args.before)}
     sides["after (this checkout)"] = str(ROOT)
     print(f"--dev history: {args.jobs} jobs filled, then {args.rate} jobs/s for "
           f"{args.seconds:.0f} s; worker concurrency 50, echo handler; in-memory MongoDB")

@@ -98,6 +98,19 @@ def test_node_listener_refused_token_exits_non_zero(api_process):
     assert "error:" in r.stderr
 
 
+def run_progress_job_while_following(api_process, workers, follower):
+    """Start the progress example's worker once `follower` is subscribed (so it
+    hears every update), and wait for the follower's output."""
+    try:
+        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
+        workers.start(QUEUE_HANDLER="examples.progress_handler:count_words",
+                      EXAMPLE_STEP_SECONDS="0.15")
+        return follower.communicate(timeout=90)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+
+
 def test_python_client_follows_a_jobs_progress(api_process, workers):
     username = f"py_{uuid.uuid4().hex[:8]}"
     env = example_env(api_process, USERQUEUE_USERNAME=username, USERQUEUE_PASSWORD=PASSWORD)
@@ -105,14 +118,7 @@ def test_python_client_follows_a_jobs_progress(api_process, workers):
         [sys.executable, str(EXAMPLES / "python_client.py"), "--timeout", "60", "--follow",
          "one two three four"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
-    try:  # the job runs once it follows it: every update is heard
-        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
-        workers.start(QUEUE_HANDLER="examples.progress_handler:count_words",
-                      EXAMPLE_STEP_SECONDS="0.15")
-        out, err = follower.communicate(timeout=90)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
+    out, err = run_progress_job_while_following(api_process, workers, follower)
     assert follower.returncode == 0, out + err
     kinds = [line.split()[0] for line in out.splitlines()
              if line.split()[0] in ("QUEUED", "STARTED", "PROGRESS", "COMPLETED")]
@@ -129,14 +135,7 @@ def test_node_job_updates_follows_a_job_to_its_end_and_resumes(api_process, work
     cmd = [node, "node_job_updates.mjs", "--id", job_id, "--timeout", "60"]
     follower = subprocess.Popen(cmd, cwd=EXAMPLES, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: api_process.subscriptions() >= 1, timeout=30)
-        workers.start(QUEUE_HANDLER="examples.progress_handler:count_words",
-                      EXAMPLE_STEP_SECONDS="0.15")
-        out, err = follower.communicate(timeout=90)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
+    out, err = run_progress_job_while_following(api_process, workers, follower)
     assert follower.returncode == 0, err
     updates = [json.loads(line) for line in out.splitlines()]
     assert [u["kind"] for u in updates] == [
