@@ -40,7 +40,7 @@ def constants(monkeypatch):
 
 def test_each_script_gets_what_it_includes_once_each_before_its_use():
     finish = source("finish")
-    for helper in ("place", "finish_terminal", "claim", "holds_lease"):
+    for helper in ("place", "finish_terminal", "claim", "job_table"):
         assert finish.count(f"--@helper {helper}\n") == 1, helper
     assert finish.count("local keys = {") == 1
     assert finish.index("local function place(") < finish.index("local function finish_terminal(")

@@ -70,8 +70,9 @@ end
 -- Wake a worker blocked on this shard. Tokens are capped: a worker only
 -- blocks after a claim found nothing, so one token per waiting worker is enough.
 local function signal()
-  redis.call('LPUSH', keys.signal(), '1')
-  redis.call('LTRIM', keys.signal(), 0, SIGNAL_TOKENS - 1)
+  if redis.call('LLEN', keys.signal()) < SIGNAL_TOKENS then
+    redis.call('LPUSH', keys.signal(), '1')
+  end
 end
 
 --@helper job_table
@@ -165,14 +166,6 @@ local function record_progress(uid, jid, value, message, bounds)
   return job_update(uid, jid, 'PROGRESS', bounds)
 end
 
---@helper attempt_started
---@include keys, watched, job_update
--- A new attempt starts without progress, and jobUpdates hears STARTED.
-local function attempt_started(uid, jid)
-  redis.call('HDEL', keys.job(jid), 'progress', 'pmsg')
-  if watched(jid) then job_update(uid, jid, 'STARTED') end
-end
-
 --@helper expire_job
 --@include keys
 -- Let Redis forget a job `seconds` from now: its hash and its updates.
@@ -212,13 +205,6 @@ local function lane_list(uid, lane)
   return keys.lane(uid, lane)
 end
 
---@helper lane_of
---@include keys
--- The lane a job belongs to: its ordering key, '' for the default one.
-local function lane_of(jid)
-  return redis.call('HGET', keys.job(jid), 'k') or ''
-end
-
 --@helper offer_lane
 --@include keys, lane_list
 -- The lane's head may start now, unless the lane runs, is empty, or its head
@@ -248,13 +234,21 @@ end
 
 --@helper user_limits
 --@include keys
--- What place() and a claim read of a user's limits hash, in one call.
+-- What place() and a claim read of a user's limits hash, in one call, read
+-- once a script run: a finish and the claim after it often place the same
+-- user. The table is the cache: claim, the one script that writes the hash
+-- after reading it, changes both.
+local limits_read = {}
 local function user_limits(uid)
+  local lim = limits_read[uid]
+  if lim then return lim end
   local c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
     'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
-  return {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
-          paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
-          weight = tonumber(weight or 1)}
+  lim = {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
+         paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
+         weight = tonumber(weight or 1)}
+  limits_read[uid] = lim
+  return lim
 end
 
 --@helper place
@@ -378,7 +372,7 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, drop_lease, cap_ready, touch, job_table, tally, record_update, lane_of, offer_lane, place
+--@include keys, member, drop_lease, cap_ready, job_table, tally, record_update, offer_lane, place
 -- Record a terminal outcome once: ready for dequeue, one event, archived; the
 -- job's lane is free again, its next job may start, the user goes where it now belongs.
 -- One entry of the shard's stream serves both `processed` and jobUpdates: for
@@ -387,17 +381,22 @@ end
 -- The user's stream holds the job; the shard's stream, read by every API
 -- process, copies only small bodies (graph/live/events.py fetches the others
 -- from the user's stream), so it holds at most shard_keep x inline bytes of them.
-local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet, lane)
+-- job: the job's hash as job_table reads it, when the caller has it (the
+-- event's body is that table with this change applied: no second read).
+local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet, job)
   local jk = keys.job(jid)
-  lane = lane or lane_of(jid)
-  redis.call('HSET', jk, 'status', status, field, value, 'finished', t)
+  job = job or job_table(jid)
+  local lane = job.k or ''
+  -- the change, on the hash and on the table alike (as Redis stores numbers: text)
+  job.status, job[field], job.finished = status, value, tostring(t)
+  job.v, job.token = tostring(tonumber(job.v) + 1), nil  -- v: touch(), inline
+  redis.call('HSET', jk, 'status', status, field, value, 'finished', t, 'v', job.v)
   redis.call('HDEL', jk, 'token')
   drop_lease(uid, jid)
   redis.call('HDEL', keys.busy(uid), lane)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
-  touch(uid, jid)
-  local job = job_table(jid)
+  redis.call('RPUSH', keys.archive(), member(uid, jid))  -- the rest of touch()
   local body = cjson.encode(job)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
                             'j', body)
@@ -416,17 +415,18 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet,
 end
 
 --@helper attempt_failed
---@include keys, member, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update
+--@include keys, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its lane (which starts nothing else
 -- meanwhile: its entry in the due-time index offers the lane again when the
 -- back-off is over), or fail it for good. Returns 'failed' or 'retry'.
-local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet)
+-- job: as for finish_terminal.
+local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet, job)
   local jk = keys.job(jid)
-  local attempts, lane = unpack(redis.call('HMGET', jk, 'attempts', 'k'))
-  attempts, lane = tonumber(attempts or '0'), lane or ''
+  job = job or job_table(jid)
+  local attempts, lane = tonumber(job.attempts), job.k or ''
   if attempts >= max_attempts then
-    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet, lane)
+    finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet, job)
     return 'failed'
   end
   local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
@@ -486,22 +486,26 @@ local function promote_due(t)
 end
 
 --@helper start_job
---@include keys, member, count_queued, attempt_started
--- Start one job under a lease: its attempt counted, its lane marked running.
+--@include keys, member, count_queued, job_update
+-- Start one job under a lease: its attempt counted, its lane marked running,
+-- no progress yet (that was an earlier attempt's), and jobUpdates hears
+-- STARTED if someone follows the job (`sub`). One read, one write of its hash.
 -- Returns {uid, jid, data, attempts, token}, what a worker gets.
 local function start_job(uid, jid, lane, owner, lease_ms, t)
   local jk = keys.job(jid)
-  local attempts = redis.call('HINCRBY', jk, 'attempts', 1)
-  local data, round = unpack(redis.call('HMGET', jk, 'data', 'round'))
+  local attempts, v, data, round, progress, pmsg, sub = unpack(redis.call('HMGET', jk,
+    'attempts', 'v', 'data', 'round', 'progress', 'pmsg', 'sub'))
+  attempts = tonumber(attempts or 0) + 1
   -- a redriven job (retry.lua) counts attempts from 0 again: its round
   -- keeps a lease of an earlier run from matching this one
   local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
-  redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token)
-  redis.call('HINCRBY', jk, 'v', 1)
+  redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token,
+             'attempts', attempts, 'v', tonumber(v or 0) + 1)
+  if progress or pmsg then redis.call('HDEL', jk, 'progress', 'pmsg') end
   redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
   redis.call('HSET', keys.busy(uid), lane, jid)
   count_queued(uid, -1, t)
-  attempt_started(uid, jid)
+  if sub then job_update(uid, jid, 'STARTED') end
   return {uid, jid, data, attempts, token}
 end
 
