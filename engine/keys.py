@@ -30,7 +30,8 @@ LAYOUT = {
     "counts": "{base}:counts",  # hash: queued: the shard's QUEUED jobs, kept by the scripts
     "backlog": "{base}:backlog",  # zset: users with QUEUED jobs, scored by how many
     "paused": "{base}:paused",  # set: paused users with work waiting (state p)
-    "throughput": "{base}:tp:{bucket}",  # hash: one 10 s bucket's e, c, f, q0, q (expires)
+    "limited": "{base}:limited",  # set: users with limits of their own (a limits hash)
+    "throughput": "{base}:tp:{bucket}",  # hash: one 10 s bucket's e, c, f, q0, dq (expires)
     # a user, in their shard
     "pending": "{base}:u:{uid}:pending",  # list: the default lane: due job ids, oldest first
     "lane": "{base}:u:{uid}:lane:{key}",  # list: the lane of one ordering key, as `pending`
@@ -116,6 +117,10 @@ class Keys:
     @staticmethod
     def paused(base: str) -> str:
         return _key("paused", base=base)
+
+    @staticmethod
+    def limited(base: str) -> str:
+        return _key("limited", base=base)
 
     @staticmethod
     def throughput(base: str, bucket: int) -> str:

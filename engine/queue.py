@@ -574,7 +574,7 @@ class Queue:
             for base in bases:
                 pipe.hget(Keys.counts(base), "queued")
                 for b in buckets:
-                    pipe.hmget(Keys.throughput(base, b), "e", "c", "f", "q0", "q")
+                    pipe.hmget(Keys.throughput(base, b), "e", "c", "f", "q0", "dq")
             rows = await pipe.execute()
         points = [Point(at=b * BUCKET_SECONDS) for b in buckets]
         per_shard = len(buckets) + 1
@@ -583,10 +583,10 @@ class Queue:
             # before the window's first change the depth is that change's q0;
             # with no change in the window, it is what the shard holds now
             depth = next((int(r[3]) for r in shard if r[3] is not None), int(now_queued or 0))
-            for point, (e, c, f, _, q) in zip(points, shard):
+            for point, (e, c, f, q0, dq) in zip(points, shard):
                 point.enqueued += int(e or 0)
                 point.completed += int(c or 0)
                 point.failed += int(f or 0)
-                depth = int(q) if q is not None else depth
+                depth = int(q0) + int(dq) if dq is not None else depth
                 point.queued += depth
         return points

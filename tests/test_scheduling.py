@@ -196,6 +196,28 @@ async def test_a_leaked_running_lane_is_healed_by_maintenance(queue, caplog):
     assert await worker.recount() == 0
 
 
+
+async def test_limits_missing_from_the_shards_limited_set_are_found_again_by_maintenance(queue):
+    """Scripts read a user's limits only when the shard's `limited` set says
+    someone has them (the usual shard has none: nothing to read). Limits stored
+    before that set existed, or a set lost, are healed by the recount."""
+    from workers.worker import Worker, WorkerConfig
+
+    ann, bob = users(2)
+    await queue.set_limits(ann, concurrency=2)
+    base = queue.keys.base(0)
+    await queue.redis.delete(Keys.limited(base))  # as an older version left it
+    await add(queue, ann, job(ann, "1", key="a"), job(ann, "2", key="b"))
+    await add(queue, bob, job(bob, "1"))
+    worker = Worker(queue, lambda data: data, WorkerConfig())
+    assert await worker.recount() >= 1
+    assert await queue.redis.sismember(Keys.limited(base), ann)
+    started = await claim(queue, 10)
+    assert sorted(ids(started)) == sorted([f"{ann}-1", f"{ann}-2", f"{bob}-1"]), \
+        "ann's concurrency 2 applies again: both keys start"
+    assert await worker.recount() == 0
+
+
 # ---- the state machine: §7 against a small model, checked after every step ----
 
 import asyncio  # noqa: E402

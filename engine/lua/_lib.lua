@@ -29,9 +29,9 @@ local function member(uid, jid) return uid .. ':' .. jid end
 --@helper bucket
 --@include keys
 -- The shard's throughput bucket of time t (ms): a hash of the 10 s starting at
--- bucket * BUCKET_MS. Fields: e enqueued, c completed, f failed; q0 and q the
--- shard's QUEUED count before the bucket's first change and after its last
--- (see count_queued). Each field's first write sets the hash to expire
+-- bucket * BUCKET_MS. Fields: e enqueued, c completed, f failed; q0 the
+-- shard's QUEUED count before the bucket's first change, dq the change since
+-- (so q0 + dq after its last; see count_queued). Each field's first write sets the hash to expire
 -- THROUGHPUT_KEEP_SECONDS later: a few EXPIREs a bucket, not one a job.
 local function bucket(t)
   return keys.throughput(math.floor(t / BUCKET_MS))
@@ -52,14 +52,17 @@ end
 -- n more (or, negative, fewer) QUEUED jobs of uid: the shard's count, the
 -- user's score in the backlog set (gone at 0), the bucket's queued depth.
 -- Maintenance recounts all of these (recount.lua) should one ever drift.
+-- The bucket's q0 is after - dq whenever it is written, so writing it again
+-- (dq back at n) writes the same value: one call a change, not two.
 local function count_queued(uid, n, t)
   if n == 0 then return end
   local after = redis.call('HINCRBY', keys.counts(), 'queued', n)
   local bk = bucket(t)
-  if redis.call('HSETNX', bk, 'q0', after - n) == 1 then
+  local dq = redis.call('HINCRBY', bk, 'dq', n)
+  if dq == n then  -- the bucket's first change (or its sum back at n)
+    redis.call('HSET', bk, 'q0', after - dq)
     redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
   end
-  redis.call('HSET', bk, 'q', after)
   if tonumber(redis.call('ZINCRBY', keys.backlog(), n, uid)) <= 0 then
     redis.call('ZREM', keys.backlog(), uid)
   end
@@ -237,16 +240,23 @@ end
 -- What place() and a claim read of a user's limits hash, in one call, read
 -- once a script run: a finish and the claim after it often place the same
 -- user. The table is the cache: claim, the one script that writes the hash
--- after reading it, changes both.
+-- after reading it, changes both. While no user of the shard has limits of
+-- its own (the `limited` set is empty: the usual case), nobody's hash is read.
+-- own: the user may have limits of its own (false: the defaults, never changed).
 local limits_read = {}
+local shard_limited = nil
 local function user_limits(uid)
   local lim = limits_read[uid]
   if lim then return lim end
-  local c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
-    'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
+  if shard_limited == nil then shard_limited = redis.call('EXISTS', keys.limited()) == 1 end
+  local c, spm, paused, nxt, credit, weight
+  if shard_limited then
+    c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
+      'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
+  end
   lim = {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
          paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
-         weight = tonumber(weight or 1)}
+         weight = tonumber(weight or 1), own = shard_limited}
   limits_read[uid] = lim
   return lim
 end
@@ -281,7 +291,16 @@ local function place(uid, t, o)
     state = (o.ran and lim.concurrency == 1) and 'a' or redis.call('GET', sk)
   end
   if state == 'r' then return end
-  local running = (o.started and lim.concurrency == 1) and 1 or redis.call('HLEN', keys.busy(uid))
+  -- at concurrency 1 a start leaves one running; a finish none, unless limits
+  -- of its own changed the concurrency while more ran (then count them)
+  local running
+  if o.started and lim.concurrency == 1 then
+    running = 1
+  elseif o.ran and lim.concurrency == 1 and not lim.own then
+    running = 0
+  else
+    running = redis.call('HLEN', keys.busy(uid))
+  end
   local startable = running < lim.concurrency
                     and (o.offered or redis.call('ZCARD', keys.lanes(uid)) > 0)
   local new

@@ -8,6 +8,7 @@
 -- lower one takes it out while it runs as many as it may.
 local uid = ARGV[1]
 local lk = keys.limits(uid)
+redis.call('SADD', keys.limited(), uid)  -- scripts read its limits from now on (user_limits)
 for i = 2, #ARGV, 2 do
   redis.call('HSET', lk, ARGV[i], ARGV[i + 1])
 end

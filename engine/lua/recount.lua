@@ -33,6 +33,13 @@ for i = 1, #old, 2 do
   scored[old[i]] = tonumber(old[i + 1])
 end
 local fixed, queued, scheduled, dwell = 0, 0, 0, 0
+-- limits of its own the shard's `limited` set misses (stored before the set
+-- existed): healed first, since placing users below reads limits by it
+for uid in pairs(users) do
+  if redis.call('EXISTS', keys.limits(uid)) == 1 and redis.call('SADD', keys.limited(), uid) == 1 then
+    fixed = fixed + 1
+  end
+end
 for uid in pairs(users) do
   local lanes = {''}
   for _, key in ipairs(redis.call('SMEMBERS', keys.ordering_keys(uid))) do lanes[#lanes + 1] = key end
