@@ -16,9 +16,11 @@ opens Redis from the URL gets a cluster client. See docs/scaling.md.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from urllib.parse import quote
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
@@ -96,10 +98,52 @@ def client(url: str, **kwargs) -> Redis | RedisCluster:
     # a burst of calls (thousands of subscriptions opening at once) waits for a
     # free connection instead of failing with "Too many connections": the
     # connections stay bounded whatever the number of listeners and requests
-    pool = BlockingConnectionPool.from_url(url, timeout=POOL_WAIT_SECONDS,
-                                           decode_responses=True, health_check_interval=30,
-                                           **kwargs)
+    pool = WaitingPool.from_url(url, timeout=POOL_WAIT_SECONDS, decode_responses=True,
+                                health_check_interval=30, **kwargs)
     return Redis.from_pool(pool)
+
+
+class WaitingPool(ConnectionPool):
+    """A connection pool that, with all `max_connections` in use, waits up to
+    `timeout` seconds for one to be released instead of failing.
+
+    redis-py's BlockingConnectionPool does the same, but takes a condition and
+    arms a timer on every call, free connection or not: about 25 µs a command,
+    a tenth of a worker's whole step. Here a call only waits (and pays for it)
+    when the pool is exhausted."""
+
+    def __init__(self, *args, timeout: float = POOL_WAIT_SECONDS, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.timeout = timeout
+        self._waiters: deque[asyncio.Future] = deque()
+
+    async def get_connection(self, *args, **kwargs):
+        if not self.can_get_connection():
+            await self._wait_for_one()
+        return await super().get_connection()
+
+    async def _wait_for_one(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout):
+                while not self.can_get_connection():
+                    waiter = loop.create_future()
+                    self._waiters.append(waiter)
+                    try:
+                        await waiter
+                    finally:
+                        if waiter in self._waiters:
+                            self._waiters.remove(waiter)
+        except TimeoutError as exc:
+            raise RedisConnectionError("No connection available.") from exc
+
+    async def release(self, connection) -> None:
+        await super().release(connection)
+        while self._waiters:  # the longest waiter takes it (a cancelled one passes it on)
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
 
 async def ready(redis) -> None:
