@@ -20,11 +20,16 @@ import asyncio
 from collections import deque
 from urllib.parse import quote
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Connection, ConnectionPool, Redis, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:
+    import hiredis  # comes with redis[hiredis]: parses replies, and packs commands (below)
+except ImportError:  # pragma: no cover
+    hiredis = None
 
 from .embedded import (  # noqa: F401 (where callers have always found them)
     EmbeddedRedis,
@@ -100,7 +105,42 @@ def client(url: str, **kwargs) -> Redis | RedisCluster:
     # connections stay bounded whatever the number of listeners and requests
     pool = WaitingPool.from_url(url, timeout=POOL_WAIT_SECONDS, decode_responses=True,
                                 health_check_interval=30, **kwargs)
+    if hiredis is not None:  # the URL's kind of connection (TCP, TLS, socket), packed by hiredis
+        pool.connection_class = PACKED.get(pool.connection_class, pool.connection_class)
     return Redis.from_pool(pool)
+
+
+class HiredisPacking:
+    """Commands packed by hiredis, in C: redis-py's asyncio connections pack
+    them in Python, about 10 µs for a worker's finish call (20 arguments)
+    against 1.5 µs. What hiredis refuses (a memoryview, a wrong type) goes
+    redis-py's own way, which says what was wrong."""
+
+    def pack_command(self, *args):
+        if isinstance(args[0], str):  # "CONFIG GET" and the like: separate arguments
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)
+
+
+class PackedConnection(HiredisPacking, Connection):
+    pass
+
+
+class PackedUnixConnection(HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+class PackedSSLConnection(HiredisPacking, SSLConnection):
+    pass
+
+
+PACKED = {Connection: PackedConnection, UnixDomainSocketConnection: PackedUnixConnection,
+          SSLConnection: PackedSSLConnection}
 
 
 class WaitingPool(ConnectionPool):

@@ -1,5 +1,6 @@
-"""The Redis connection pool: bounded, and a burst waits for a free connection
-(rather than failing) for as long as the pool's timeout, no longer."""
+"""Our Redis client's pool and connections: bounded, a burst waits for a free
+connection (rather than failing) for as long as the pool's timeout, no longer;
+commands packed by hiredis store exactly what redis-py's packing would."""
 
 from __future__ import annotations
 
@@ -54,5 +55,28 @@ async def test_a_cancelled_waiter_passes_the_freed_connection_on(redis_url):
         gone.cancel()
         assert await asyncio.wait_for(second, 5) is True
         assert await holder is None
+    finally:
+        await redis.aclose()
+
+
+async def test_commands_packed_by_hiredis_store_and_refuse_what_redis_py_would(redis_url):
+    from redis.exceptions import DataError
+
+    redis = connection.client(redis_url)
+    try:
+        held = await redis.connection_pool.get_connection()
+        assert isinstance(held, connection.HiredisPacking)
+        await redis.connection_pool.release(held)
+        key = "pool-test:packed"
+        await redis.delete(key)
+        await redis.hset(key, mapping={"text": "é ü 🙂", "int": 7, "float": 0.1, "big": "x" * 200_000})
+        assert await redis.hgetall(key) == {"text": "é ü 🙂", "int": "7", "float": "0.1",
+                                            "big": "x" * 200_000}
+        await redis.set(key + ":mv", memoryview(b"from a view"))  # hiredis refuses: redis-py packs
+        assert await redis.get(key + ":mv") == "from a view"
+        assert "maxmemory" in await redis.config_get("maxmemory")  # "CONFIG GET": two arguments
+        with pytest.raises(DataError):
+            await redis.set(key, True)
+        assert await redis.ping()
     finally:
         await redis.aclose()
