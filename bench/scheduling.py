@@ -7,7 +7,8 @@
 - runat: 1,000 jobs of 100 users with runAt spread over 5 s, one worker of
   concurrency 50 already waiting: start time (handler) minus runAt, p50/p99/max.
 - scheduled: scenario 5's hot path (chained finish+claim steps, bench/scale.py)
-  beside 1,000 and then 1,000,000 jobs scheduled a day ahead: cost per step.
+  beside 1,000 and beside 1,000,000 jobs scheduled a day ahead, both filled
+  in one server (databases 1 and 2) and measured in turn: cost per step.
 - keys: 1,000 users x 3 ordering keys x 10 jobs, concurrency 3 per user, one
   worker of concurrency 50: throughput, and max/min starts per user over the
   first half of the starts (all users still have work then).
@@ -24,6 +25,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
+from urllib.parse import urlsplit, urlunsplit
 
 from . import common
 from .common import RedisServer, StartLog
@@ -94,22 +96,37 @@ def runat(server: RedisServer, n: int = 1000, users: int = 100, spread: float = 
             "p99_ms": delays[int(len(delays) * 0.99) - 1], "max_ms": delays[-1]}
 
 
+def _database(url: str, n: int) -> str:
+    """The same server's database n: `redis://host:port/n`."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{n}"))
+
+
 def scheduled_cost(server: RedisServer, big: int, reps: int = 5) -> dict:
-    out = {}
-    for label, count in (("1,000 scheduled", 1000), (f"{big:,} scheduled", big)):
-        server.flush()
-        day = int((time.time() + 86400) * 1000)
-        asyncio.run(_fill(server.url, 10, 100))  # the due work the steps chain through
-        asyncio.run(_fill(server.url, 10, count // 10, run_at_ms=lambda i: day + i))
-        r = server.client()
-        client, redis_us = [], []
-        for _ in range(reps):
+    """Both cases filled side by side, in databases 1 and 2 of one server, then
+    measured in turn (A B A B): the same server state and machine load for both."""
+    cases = {"1,000 scheduled": (_database(server.url, 1), 1000),
+             f"{big:,} scheduled": (_database(server.url, 2), big)}
+    day = int((time.time() + 86400) * 1000)
+    for url, count in cases.values():
+        common.redis_sync.Redis.from_url(url).flushdb()
+        asyncio.run(_fill(url, 10, 100))  # the due work the steps chain through
+        asyncio.run(_fill(url, 10, count // 10, run_at_ms=lambda i: day + i))
+    r = server.client()
+    got = {label: ([], []) for label in cases}
+    for _ in range(reps):
+        for label, (url, _) in cases.items():
             r.config_resetstat()
-            client.append(asyncio.run(_steps(server.url, 3000)) * 1e6)
+            got[label][0].append(asyncio.run(_steps(url, 3000)) * 1e6)
             st = r.info("commandstats").get("cmdstat_evalsha", {})
-            redis_us.append(st.get("usec", 0) / max(1, st.get("calls", 1)))
-        out[label] = {"client_us": statistics.median(client), "redis_us": statistics.median(redis_us),
-                      "runs": [round(c) for c in client]}
+            got[label][1].append(st.get("usec", 0) / max(1, st.get("calls", 1)))
+    (small, (c1, r1)), (large, (c2, r2)) = got.items()
+    out = {label: {"client_us": round(statistics.median(c), 1),
+                   "redis_us": round(statistics.median(rs), 1), "runs": [round(x) for x in c]}
+           for label, (c, rs) in got.items()}
+    out["ratio (large/small, pairs)"] = {
+        "client": [round(b / a, 3) for a, b in zip(c1, c2)],
+        "redis": [round(b / a, 3) for a, b in zip(r1, r2)]}
     return out
 
 
