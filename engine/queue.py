@@ -493,7 +493,8 @@ class Queue:
         if history is not None:
             args += [history.request_data, int(history.created_at.timestamp() * 1000),
                      history.version, history.status.value, history.ordering_key or "",
-                     history.priority or 0]
+                     history.priority or 0,
+                     "" if history.run_at is None else int(history.run_at.timestamp() * 1000)]
         return await self._call("retry", self.keys.user_base(uid), *args)
 
     async def purge(self, uid: str, batch: int = PURGE_BATCH) -> int:

@@ -218,6 +218,22 @@ async def test_limits_missing_from_the_shards_limited_set_are_found_again_by_mai
     assert await worker.recount() == 0
 
 
+
+async def test_a_redriven_job_redis_forgot_keeps_its_key_priority_and_run_at(queue):
+    [ann] = users(1)
+    run_at = await redis_ms(queue) - 1000  # stored on the job, due at once
+    await add(queue, ann, job(ann, "1", key="k", priority=5, run_at_ms=run_at))
+    await queue.cancel(ann, f"{ann}-1")
+    history = await queue.get(ann, f"{ann}-1")
+    await queue.redis.delete(Keys.job(queue.keys.base(0), f"{ann}-1"))  # its retention ran out
+
+    again = (await queue.retry(ann, f"{ann}-1", history)).job
+
+    assert (again.ordering_key, again.priority) == ("k", 5)
+    assert again.run_at == history.run_at and again.run_at is not None
+    assert ids(await claim(queue)) == [f"{ann}-1"], "its runAt is past: it runs now"
+
+
 # ---- the state machine: §7 against a small model, checked after every step ----
 
 import asyncio  # noqa: E402

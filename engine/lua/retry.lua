@@ -3,7 +3,8 @@
 -- runs again, ends again, and is announced and ready again.
 --@include keys, now_ms, touch, job_json, count_queued, tally, lane_list, offer_lane, place
 -- ARGV: uid, jid, and, for a job Redis has forgotten (QUEUE_RESULT_TTL_SECONDS),
--- its MongoDB record: data, created (ms), version, status, ordering key, priority.
+-- its MongoDB record: data, created (ms), version, status, ordering key, priority,
+-- runAt (ms, '' none).
 -- Returns {'ok', before_json or '', after_json}, {'conflict', status} or {'missing'}.
 local uid, jid = ARGV[1], ARGV[2]
 local jk = keys.job(jid)
@@ -18,6 +19,7 @@ if not owner then
   redis.call('HSET', jk, 'uid', uid, 'data', ARGV[3], 'created', ARGV[4], 'v', ARGV[5])
   if (ARGV[7] or '') ~= '' then redis.call('HSET', jk, 'k', ARGV[7]) end  -- its lane
   if (ARGV[8] or '0') ~= '0' then redis.call('HSET', jk, 'p', ARGV[8]) end
+  if (ARGV[9] or '') ~= '' then redis.call('HSET', jk, 'at', ARGV[9]) end  -- shown, long past
 else
   if owner ~= uid then return {'missing'} end
   status = status or 'QUEUED'
