@@ -7,8 +7,9 @@
 - runat: 1,000 jobs of 100 users with runAt spread over 5 s, one worker of
   concurrency 50 already waiting: start time (handler) minus runAt, p50/p99/max.
 - scheduled: scenario 5's hot path (chained finish+claim steps, bench/scale.py)
-  beside 1,000 and beside 1,000,000 jobs scheduled a day ahead, both filled
-  in one server (databases 1 and 2) and measured in turn: cost per step.
+  beside 1,000 and beside 1,000,000 jobs scheduled a day ahead, and beside
+  1,000 scheduled plus 1,000,000 other keys (the same keyspace size), filled in
+  one server (databases 1-3) and measured in turn: cost per step.
 - keys: 1,000 users x 3 ordering keys x 10 jobs, concurrency 3 per user, one
   worker of concurrency 50: throughput, and max/min starts per user over the
   first half of the starts (all users still have work then).
@@ -102,31 +103,51 @@ def _database(url: str, n: int) -> str:
     return urlunsplit(parts._replace(path=f"/{n}"))
 
 
+def _filler(url: str, count: int) -> None:
+    """`count` hashes shaped like a queued job's (uid, data, created) that no
+    script touches: a keyspace as big as the scheduled jobs make it."""
+    r = common.redis_sync.Redis.from_url(url)
+    now = int(time.time() * 1000)
+    for start in range(0, count, 10_000):
+        with r.pipeline(transaction=False) as pipe:
+            for i in range(start, min(count, start + 10_000)):
+                pipe.hset(f"filler:{i}", mapping={"uid": f"u{i % 10}", "data": PAYLOAD,
+                                                 "created": now})
+            pipe.execute()
+
+
 def scheduled_cost(server: RedisServer, big: int, reps: int = 5) -> dict:
-    """Both cases filled side by side, in databases 1 and 2 of one server, then
-    measured in turn (A B A B): the same server state and machine load for both."""
-    cases = {"1,000 scheduled": (_database(server.url, 1), 1000),
-             f"{big:,} scheduled": (_database(server.url, 2), big)}
+    """Three cases filled side by side, in databases 1-3 of one server, then
+    measured in turn (A B C A B C): the same server state and machine load for
+    all. The third holds as many keys as the second but no scheduled jobs: a
+    bigger keyspace costs every Redis command a little (its hash table
+    outgrows the CPU caches), so the second against the third is what the
+    due-time index itself costs a claim."""
+    cases = {"1,000 scheduled": (_database(server.url, 1), 1000, 0),
+             f"{big:,} scheduled": (_database(server.url, 2), big, 0),
+             f"1,000 scheduled + {big:,} other keys": (_database(server.url, 3), 1000, big)}
     day = int((time.time() + 86400) * 1000)
-    for url, count in cases.values():
+    for url, count, filler in cases.values():
         common.redis_sync.Redis.from_url(url).flushdb()
         asyncio.run(_fill(url, 10, 100))  # the due work the steps chain through
         asyncio.run(_fill(url, 10, count // 10, run_at_ms=lambda i: day + i))
+        _filler(url, filler)
     r = server.client()
     got = {label: ([], []) for label in cases}
     for _ in range(reps):
-        for label, (url, _) in cases.items():
+        for label, (url, _, _) in cases.items():
             r.config_resetstat()
             got[label][0].append(asyncio.run(_steps(url, 3000)) * 1e6)
             st = r.info("commandstats").get("cmdstat_evalsha", {})
             got[label][1].append(st.get("usec", 0) / max(1, st.get("calls", 1)))
-    (small, (c1, r1)), (large, (c2, r2)) = got.items()
     out = {label: {"client_us": round(statistics.median(c), 1),
                    "redis_us": round(statistics.median(rs), 1), "runs": [round(x) for x in c]}
            for label, (c, rs) in got.items()}
-    out["ratio (large/small, pairs)"] = {
-        "client": [round(b / a, 3) for a, b in zip(c1, c2)],
-        "redis": [round(b / a, 3) for a, b in zip(r1, r2)]}
+    (_, (c1, r1)), (_, (c2, r2)), (_, (c3, r3)) = got.items()
+    for name, (ca, ra) in (("big/small", (c1, r1)), ("big/same-size keyspace", (c3, r3))):
+        out[f"ratio {name} (pairs)"] = {
+            "client": [round(b / a, 3) for a, b in zip(ca, c2)],
+            "redis": [round(b / a, 3) for a, b in zip(ra, r2)]}
     return out
 
 
