@@ -292,7 +292,9 @@ local function place(uid, t, o)
   end
   if state == 'r' then return end
   -- at concurrency 1 a start leaves one running; a finish none, unless limits
-  -- of its own changed the concurrency while more ran (then count them)
+  -- of its own changed the concurrency while more ran (then count them). (A
+  -- QUEUE_USER_CONCURRENCY lowered to 1 while users ran more is taken at its
+  -- word too: until those jobs end, one more of theirs may start.)
   local running
   if o.started and lim.concurrency == 1 then
     running = 1
