@@ -35,9 +35,6 @@ import sys
 import tempfile
 import time
 
-from .common import ROOT
-from .revisions import checkout  # a worktree of the older revision, made once
-
 USERS = 100
 BEFORE = "2d7dd69"  # the revision before the in-memory store's ordered reads
 
@@ -233,6 +230,10 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=1, help="pairs of runs, A B A B (1)")
     p.add_argument("--only-after", action="store_true", help="this checkout alone")
     args = p.parse_args(argv)
+    # here, not at the top: the child runs this file as a script, outside the package
+    from .common import ROOT
+    from .revisions import checkout  # a worktree of the older revision, made once
+
     sides = {} if args.only_after else {f"before {args.before}": checkout(args.before)}
     sides["after (this checkout)"] = str(ROOT)
     print(f"--dev history: {args.jobs} jobs filled, then {args.rate} jobs/s for "
