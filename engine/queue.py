@@ -351,7 +351,7 @@ class Queue:
     async def archive_batch(self, base: str, limit: int = 200) -> list[JobRecord]:
         """Jobs with changes MongoDB has not seen yet, oldest first."""
         members = await self.redis.lrange(Keys.archive(base), 0, limit - 1)
-        jids = list(dict.fromkeys(m.split(":", 1)[1] for m in members))
+        jids = list(dict.fromkeys(_split_member(m)[2] for m in members))
         async with self.redis.pipeline(transaction=False) as pipe:
             for jid in jids:
                 pipe.hgetall(Keys.job(base, jid))
@@ -359,7 +359,7 @@ class Queue:
         found = [JobRecord.from_fields(f, jid) for jid, f in zip(jids, rows) if f]
         gone = set(jids) - {r.id for r in found}
         for m in members:  # records that expired before they were archived
-            if m.split(":", 1)[1] in gone:
+            if _split_member(m)[2] in gone:
                 await self.redis.lrem(Keys.archive(base), 1, m)
         return found
 

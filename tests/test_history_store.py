@@ -149,3 +149,39 @@ def test_processing_pages_list_the_jobs_running_now_newest_first(api, settings):
     assert [j["id"] for p in every_page(mine, "PROCESSING") for j in p] == ids[2::-1]
     assert every_page(other, "PROCESSING") == [[{"id": theirs, "status": "PROCESSING"}]]
     assert every_page(mine, "QUEUED") == [[{"id": ids[3], "status": "QUEUED"}]]
+
+
+async def test_a_page_stores_its_users_listed_changes_and_leaves_them_listed(settings,
+                                                                              monkeypatch):
+    """flush_user: the user's records reach MongoDB at once, others' wait for a pass,
+    and the entries stay listed for it; a long list (a lagging archiver) is a pass."""
+    from engine import connection
+    from engine.keys import Keys
+    from engine.queue import NewJob, Queue
+    from graph import archiver as archiving
+
+    client = await open_store(settings.mongo_uri, settings.mongo_db)
+    redis = connection.client(settings.redis_url)
+    try:
+        queue = Queue.from_settings(redis, settings)
+        archive = Keys.archive(queue.keys.base(0))
+        mine = [str(ObjectId()) for _ in range(3)]
+        theirs = [str(ObjectId()) for _ in range(2)]
+        await queue.enqueue("ann", [NewJob(j, "x") for j in mine], 100)
+        await queue.enqueue("ann:x", [NewJob(j, "y") for j in theirs], 100)  # a uid with a colon
+        archiver = archiving.Archiver(queue, 60, 60)
+
+        await archiver.flush_user("ann")
+        stored = await JobDocument.find(JobDocument.user_id == "ann").to_list()
+        assert sorted(d.id for d in stored) == sorted(mine)
+        assert {d.status for d in stored} == {JobStatus.QUEUED}
+        assert await JobDocument.find(JobDocument.user_id == "ann:x").count() == 0
+        assert await redis.llen(archive) == 5, "entries stay listed for the next pass"
+
+        monkeypatch.setattr(archiving, "USER_FLUSH_LIMIT", 4)  # 5 listed: a pass instead
+        await archiver.flush_user("ann:x")
+        assert await JobDocument.find(JobDocument.user_id == "ann:x").count() == 2
+        assert await redis.llen(archive) == 0
+    finally:
+        await redis.aclose()
+        client.close()
