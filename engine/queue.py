@@ -28,10 +28,10 @@ PURGE_BATCH = 1000  # jobs one purge script cancels; purge() calls until none is
 BUCKET_SECONDS = CONSTANTS["BUCKET_MS"] // 1000  # the throughput history's resolution
 
 
-
 def _split_member(member: str) -> tuple[str, str, str]:
     """(uid, ":", jid) of a leases or archive entry `uid:jid` (a job id has no colon)."""
     return member.rpartition(":")
+
 
 @dataclass(slots=True)
 class Stats:
