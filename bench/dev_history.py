@@ -1,6 +1,6 @@
 """`--dev` with a long history: the archiver under load, and `jobs(first: 20)`.
 
-    python -m bench.dev_history                       # this checkout beside 2d7dd69
+    python -m bench.dev_history                       # this checkout beside b364248
     python -m bench.dev_history --before REV --jobs 100000 --rate 2000 --seconds 20
 
 What it runs, in one process per side, as `python -m graph --dev` does: the
@@ -9,7 +9,7 @@ event reader and a worker inside (concurrency 50, the no-op `echo` handler).
 It fills the history with --jobs finished jobs of 100 users, then enqueues
 --rate jobs a second for --seconds across those users while a reader asks for
 user u0's newest 20 jobs every 100 ms (`history_page`, what the `jobs`
-resolver runs: it first lets the archiver store what is listed). It prints the
+resolver runs: it first stores what the archive lists for that user). It prints the
 page's latency p50/p99, the jobs the worker ran per second, the archive
 backlog (job changes MongoDB has not stored yet) at its highest and at the
 end, how long the backlog took to drain after the load stopped, the share of
@@ -35,11 +35,8 @@ import sys
 import tempfile
 import time
 
-from .common import ROOT
-from .revisions import checkout  # a worktree of the older revision, made once
-
 USERS = 100
-BEFORE = "2d7dd69"  # the revision before the in-memory store's ordered reads
+BEFORE = "b364248"  # the revision before the user-targeted flush and faster upserts
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -233,6 +230,10 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=1, help="pairs of runs, A B A B (1)")
     p.add_argument("--only-after", action="store_true", help="this checkout alone")
     args = p.parse_args(argv)
+    # here, not at the top: the child runs this file as a script, outside the package
+    from .common import ROOT
+    from .revisions import checkout  # a worktree of the older revision, made once
+
     sides = {} if args.only_after else {f"before {args.before}": checkout(args.before)}
     sides["after (this checkout)"] = str(ROOT)
     print(f"--dev history: {args.jobs} jobs filled, then {args.rate} jobs/s for "

@@ -28,6 +28,11 @@ PURGE_BATCH = 1000  # jobs one purge script cancels; purge() calls until none is
 BUCKET_SECONDS = CONSTANTS["BUCKET_MS"] // 1000  # the throughput history's resolution
 
 
+def _split_member(member: str) -> tuple[str, str, str]:
+    """(uid, ":", jid) of a leases or archive entry `uid:jid` (a job id has no colon)."""
+    return member.rpartition(":")
+
+
 @dataclass(slots=True)
 class Stats:
     queued: int
@@ -346,7 +351,7 @@ class Queue:
     async def archive_batch(self, base: str, limit: int = 200) -> list[JobRecord]:
         """Jobs with changes MongoDB has not seen yet, oldest first."""
         members = await self.redis.lrange(Keys.archive(base), 0, limit - 1)
-        jids = list(dict.fromkeys(m.split(":", 1)[1] for m in members))
+        jids = list(dict.fromkeys(_split_member(m)[2] for m in members))
         async with self.redis.pipeline(transaction=False) as pipe:
             for jid in jids:
                 pipe.hgetall(Keys.job(base, jid))
@@ -354,9 +359,33 @@ class Queue:
         found = [JobRecord.from_fields(f, jid) for jid, f in zip(jids, rows) if f]
         gone = set(jids) - {r.id for r in found}
         for m in members:  # records that expired before they were archived
-            if m.split(":", 1)[1] in gone:
+            if _split_member(m)[2] in gone:
                 await self.redis.lrem(Keys.archive(base), 1, m)
         return found
+
+    async def listed_for(self, uid: str, limit: int) -> list[JobRecord] | None:
+        """The user's jobs with changes listed for the archiver now, as Redis holds
+        them; None when more than `limit` entries of any user wait in its shard
+        (read those with archive_batch). Entries stay listed."""
+        members = await self.redis.lrange(Keys.archive(self.keys.user_base(uid)), 0, limit)
+        if len(members) > limit:
+            return None
+        jids = list(dict.fromkeys(jid for owner, _, jid in map(_split_member, members)
+                                  if owner == uid))
+        return list((await self.get_many(uid, jids)).values()) if jids else []
+
+    async def running(self, uid: str | None) -> list[tuple[str, str]]:
+        """(uid, jid) of the jobs running now: the user's (its busy lanes), or
+        everyone's (the shards' leases)."""
+        if uid is not None:
+            return [(uid, jid) for jid in
+                    await self.redis.hvals(Keys.busy(self.keys.user_base(uid), uid))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for base in self.keys.all_bases():
+                pipe.zrange(Keys.leases(base), 0, -1)
+            shards = await pipe.execute()
+        return [(owner, jid) for members in shards
+                for owner, _, jid in map(_split_member, members)]
 
     async def mark_archived(
         self, base: str, jobs: list[JobRecord], result_ttl: int, finished_retention: int

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 SWEEP_SECONDS = 2.0
 BATCH = 200  # archive entries read at once
 LINGER_SECONDS = 0.05  # after a pass, let finishes gather: one batch, not one pass per event
+# entries of a shard's archive list a page of one user's jobs reads itself (flush_user);
+# a longer list means the archiver is behind, and the page waits for a pass instead
+USER_FLUSH_LIMIT = 2000
 
 
 class Archiver:
@@ -64,6 +67,21 @@ class Archiver:
             if self._passes_done >= wanted:
                 return
             await self.run_once()
+
+    async def flush_user(self, uid: str) -> None:
+        """Store what is listed for one user now: all that a page of that user's
+        jobs needs from the archive, without waiting for a pass (a page used to
+        wait for the running pass to end, then for one of its own, about eight
+        round trips). It reads the shard's list and the user's records, and
+        stores them; the entries stay listed for the next pass, which stores the
+        same versions again (a no-op under the version guard) and drops them.
+        Entries gone from the list were stored by a pass already (archived.lua
+        drops them only once MongoDB holds the current version)."""
+        records = await self.queue.listed_for(uid, USER_FLUSH_LIMIT)
+        if records is None:
+            await self.flush()
+        elif records:
+            await save_job_snapshots(records)
 
     async def run_once(self) -> int:
         """One pass over the shards: the entries listed when it starts, not those

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from datetime import datetime
 
 _ORDER = "_sorted_ids"  # attribute of a mongomock CollectionStore: its _SortedIds
 
@@ -117,6 +118,20 @@ def _in_range(ids: list, bounds, direction: int):
 _SCALARS = (str, int, float, type(None))  # stored as they are (bool is an int)
 
 
+def _stored_value(value, patch):
+    """One value as MongoDB keeps it (see _as_stored)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, _SCALARS):
+        return value
+    if type(value) is datetime:  # as mongomock's patch does: naive UTC, milliseconds
+        ms = value.microsecond // 1000 * 1000
+        if value.tzinfo is not None:
+            return (value - value.utcoffset()).replace(tzinfo=None, microsecond=ms)
+        return value.replace(microsecond=ms)
+    return patch(value)
+
+
 def _as_stored(fields: dict, patch) -> dict:
     """The values as MongoDB would keep them: a str subclass (a str Enum such as
     JobStatus) as its plain string, as BSON encodes it, and datetimes as mongomock
@@ -124,8 +139,7 @@ def _as_stored(fields: dict, patch) -> dict:
     of the cycle collector's way: a dict of atomic values is not tracked, so a
     long history does not lengthen every full collection (pauses of 300 ms at
     100,000 jobs when each document held an Enum member)."""
-    return {k: (str.__str__(v) if isinstance(v, str) else v) if isinstance(v, _SCALARS)
-            else patch(v) for k, v in fields.items()}
+    return {k: _stored_value(v, patch) for k, v in fields.items()}
 
 
 def _plain_set(document):
@@ -135,15 +149,39 @@ def _plain_set(document):
     fields = document["$set"]
     if not isinstance(fields, dict) or not fields:
         return None
-    if any(not isinstance(k, str) or k.startswith("$") or "." in k for k in fields):
-        return None
+    names = tuple(fields)
+    if names not in _PLAIN_NAMES:  # the archiver sends the same names each time
+        if any(not isinstance(k, str) or k.startswith("$") or "." in k for k in names):
+            return None
+        if len(_PLAIN_NAMES) < 64:
+            _PLAIN_NAMES.add(names)
     return fields
 
 
+_PLAIN_NAMES: set[tuple] = set()  # tuples of top-level field names found plain
+
+
 def _unique_beyond_id(store) -> bool:
-    """Unique indexes other than `_id`'s: mongomock checks those on write, keep it so."""
-    return any(ix.get("unique") and [k for k, _ in ix.get("key", ())] != ["_id"]
-               for ix in store.indexes.values())
+    """Unique indexes other than `_id`'s: mongomock checks those on write, keep it so.
+    (Remembered per collection until its indexes change.)"""
+    names = tuple(store.indexes)
+    known = store.__dict__.get("_unique_beyond_id")
+    if known is None or known[0] != names:
+        known = (names, any(ix.get("unique") and [k for k, _ in ix.get("key", ())] != ["_id"]
+                            for ix in store.indexes.values()))
+        store.__dict__["_unique_beyond_id"] = known
+    return known[1]
+
+
+def _applies(spec: dict, doc: dict, filter_applies) -> bool:
+    """filter_applies, with the archiver's version guard `{_id, version: {$lt: n}}`
+    on a stored int version answered directly."""
+    if len(spec) == 2 and "version" in spec and "_id" in spec:
+        bound, have = spec["version"], doc.get("version")
+        if (type(bound) is dict and len(bound) == 1 and type(bound.get("$lt")) is int
+                and type(have) is int):
+            return doc.get("_id") == spec["_id"] and have < bound["$lt"]
+    return filter_applies(spec, doc)
 
 
 def _result(collection, matched: int, modified: int, upserted, existing: bool) -> dict:
@@ -193,9 +231,13 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
         old = self._documents.get(key)
         set_item(self, key, val)
         order = order_of(self)
-        if old is not None:
+        if old is None:
+            order.added(key, val)
+        elif any(old.get(f) != val.get(f) for f in order.fields):
+            # an indexed field changed: move it (an update in place keeps its
+            # place: removing and re-inserting moved half of each list a write)
             order.removed(key, old)
-        order.added(key, val)
+            order.added(key, val)
 
     def delitem(self, key):
         old = self._documents.get(key)
@@ -258,7 +300,7 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
             return update(self, spec, document, upsert, manipulate, multi, check_keys, **kwargs)
         store = self._store
         old = store._documents.get(key)
-        if old is not None and filter_applies(spec, old):
+        if old is not None and _applies(spec, old, filter_applies):
             new = {**old, **fields}
             changed = new != old
             if changed:

@@ -4,9 +4,11 @@ with a real MongoDB when MONGO_URI is set (the same tests, the same answers)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import datetime, timezone
 
+import pytest
 from bson import ObjectId
 
 from engine.jobs import JobRecord, JobStatus
@@ -99,3 +101,87 @@ async def _check_queries() -> None:
                 want = [i for i in expected if cursor is None or i < cursor][:21]
                 assert [d.id for d in docs] == want
                 assert all(d.version == latest[d.id].version for d in docs), "newest wins"
+
+
+RUNNING = ("query($a:String,$n:Int){jobs(first:$n,after:$a,status:PROCESSING)"
+           "{edges{node{id status}} pageInfo{hasNextPage endCursor}}}")
+
+
+def _claim_all(settings) -> list:
+    """Start what may start, as a worker would (its lease held, nothing finished)."""
+    from engine import connection
+    from engine.queue import Queue
+
+    async def claim():
+        redis = connection.client(settings.redis_url)
+        try:
+            queue = Queue.from_settings(redis, settings)
+            return (await queue.claim(queue.keys.base(0), 10, "test-owner", 60)).jobs
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(claim())
+
+
+@pytest.fixture
+def settings(settings_factory):
+    return settings_factory(queue_user_concurrency=3)  # three lanes of a user run at once
+
+
+def test_processing_pages_list_the_jobs_running_now_newest_first(api, settings):
+    """A job's start is not archived: `jobs(status: PROCESSING)` answers from Redis,
+    with the same paging as the other statuses, and only the caller's jobs."""
+    mine, other = api.as_user(), api.as_user()
+    ids = [j["id"] for j in mine.enqueue_many(
+        [{"requestData": str(i), "orderingKey": f"k{i}"} for i in range(4)])]
+    theirs = other.enqueue("x")["id"]
+    assert [j["id"] for p in every_page(mine) for j in p] == ids[::-1]  # archived QUEUED
+    started = _claim_all(settings)
+    assert sorted(c.job_id for c in started) == sorted([*ids[:3], theirs])
+
+    first = mine.call(RUNNING, {"n": 2})["jobs"]
+    assert [e["node"] for e in first["edges"]] == [
+        {"id": ids[2], "status": "PROCESSING"}, {"id": ids[1], "status": "PROCESSING"}]
+    assert first["pageInfo"]["hasNextPage"]
+    rest = mine.call(RUNNING, {"n": 2, "a": first["pageInfo"]["endCursor"]})["jobs"]
+    assert [e["node"]["id"] for e in rest["edges"]] == [ids[0]]
+    assert not rest["pageInfo"]["hasNextPage"]
+    assert [j["id"] for p in every_page(mine, "PROCESSING") for j in p] == ids[2::-1]
+    assert every_page(other, "PROCESSING") == [[{"id": theirs, "status": "PROCESSING"}]]
+    assert every_page(mine, "QUEUED") == [[{"id": ids[3], "status": "QUEUED"}]]
+
+
+async def test_a_page_stores_its_users_listed_changes_and_leaves_them_listed(settings,
+                                                                              monkeypatch):
+    """flush_user: the user's records reach MongoDB at once, others' wait for a pass,
+    and the entries stay listed for it; a long list (a lagging archiver) is a pass."""
+    from engine import connection
+    from engine.keys import Keys
+    from engine.queue import NewJob, Queue
+    from graph import archiver as archiving
+
+    client = await open_store(settings.mongo_uri, settings.mongo_db)
+    redis = connection.client(settings.redis_url)
+    try:
+        queue = Queue.from_settings(redis, settings)
+        archive = Keys.archive(queue.keys.base(0))
+        mine = [str(ObjectId()) for _ in range(3)]
+        theirs = [str(ObjectId()) for _ in range(2)]
+        await queue.enqueue("ann", [NewJob(j, "x") for j in mine], 100)
+        await queue.enqueue("ann:x", [NewJob(j, "y") for j in theirs], 100)  # a uid with a colon
+        archiver = archiving.Archiver(queue, 60, 60)
+
+        await archiver.flush_user("ann")
+        stored = await JobDocument.find(JobDocument.user_id == "ann").to_list()
+        assert sorted(d.id for d in stored) == sorted(mine)
+        assert {d.status for d in stored} == {JobStatus.QUEUED}
+        assert await JobDocument.find(JobDocument.user_id == "ann:x").count() == 0
+        assert await redis.llen(archive) == 5, "entries stay listed for the next pass"
+
+        monkeypatch.setattr(archiving, "USER_FLUSH_LIMIT", 4)  # 5 listed: a pass instead
+        await archiver.flush_user("ann:x")
+        assert await JobDocument.find(JobDocument.user_id == "ann:x").count() == 2
+        assert await redis.llen(archive) == 0
+    finally:
+        await redis.aclose()
+        client.close()
