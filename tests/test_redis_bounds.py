@@ -168,3 +168,39 @@ def test_the_rate_limit_counter_in_a_full_redis_is_queue_full_too(small_redis):
         finally:
             small_redis.config_set("maxmemory", 0)
 
+
+
+async def test_archiving_drops_a_jobs_entries_near_the_head_and_a_later_pass_the_rest(settings):
+    """archived.lua looks for a job's entries among the first ARCHIVE_WINDOW of
+    the list only (a scan of the whole list per job would cost more the longer
+    the backlog); one further back is read again by a later pass and dropped."""
+    from engine.scripts import CONSTANTS
+
+    redis = connection.client(settings.redis_url)
+    queue = Queue(redis, Keys(settings.queue_prefix))
+    try:
+        ann, bob = uuid.uuid4().hex, uuid.uuid4().hex
+        base = queue.keys.user_base(ann)
+        await queue.enqueue(ann, [(f"{ann}-1", "1", None)], 10)
+        window = CONSTANTS["ARCHIVE_WINDOW"]
+        for start in range(0, window + 10, 1000):  # other changes fill the window
+            n = min(1000, window + 10 - start)
+            await queue.enqueue(bob, [(f"{bob}-{start + i}", "b", None) for i in range(n)],
+                                10**6)
+        await queue.cancel(ann, f"{ann}-1")  # ann's second entry, past the window
+        archive = Keys.archive(base)
+        assert (await redis.lrange(archive, 0, -1)).count(f"{ann}:{ann}-1") == 2
+
+        batch = await queue.archive_batch(base, 1)
+        assert [r.id for r in batch] == [f"{ann}-1"] and batch[0].status.value == "CANCELLED"
+        await queue.mark_archived(base, batch, 60, 60)
+
+        listed = await redis.lrange(archive, 0, -1)
+        assert f"{ann}:{ann}-1" == listed[-1], "the entry past the window waits for its pass"
+        assert listed.count(f"{ann}:{ann}-1") == 1
+        assert len(listed) == window + 10 + 1
+        while batch := await queue.archive_batch(base, 200):  # later passes
+            await queue.mark_archived(base, batch, 60, 60)
+        assert await redis.llen(archive) == 0, "the pass that reached it dropped it"
+    finally:
+        await redis.aclose()

@@ -9,7 +9,8 @@
 --   KEYS[1], the shard's base key, e.g. "q:{s0}". Every key a script touches
 --   starts with it, so one script touches one hash slot (Redis Cluster ready).
 -- - the constants of engine/scripts.py (CONSTANTS): SIGNAL_TOKENS,
---   PROMOTE_BATCH, RECLAIM_BATCH, PRIORITY_MAX, BUCKET_MS, THROUGHPUT_KEEP_SECONDS;
+--   PROMOTE_BATCH, RECLAIM_BATCH, PRIORITY_MAX, BUCKET_MS, THROUGHPUT_KEEP_SECONDS,
+--   UPDATES_KEEP, ARCHIVE_WINDOW;
 --   and USER_CONCURRENCY, the setting QUEUE_USER_CONCURRENCY (see source()).
 -- Settings come as arguments (see bounds_at).
 --

@@ -13,7 +13,13 @@ for i = 3, #ARGV, 3 do
   -- stores that version and drops them then. So any number of archivers (one per
   -- API process) may mark the same batch: none removes a newer change's entry.
   if (cur or '0') == v then
-    redis.call('LREM', keys.archive(), 0, member(uid, jid))  -- every entry is this version or older
+    -- every entry of the job is this version or older: drop those near the
+    -- head, where a pass reads (LREM 0 would scan the whole list for each
+    -- job, a cost growing with the backlog). One further back is read by a
+    -- later pass, which stores the same version again (a no-op) and drops it.
+    local m = member(uid, jid)
+    local near = redis.call('LPOS', keys.archive(), m, 'COUNT', 0, 'MAXLEN', ARCHIVE_WINDOW)
+    if #near > 0 then redis.call('LREM', keys.archive(), #near, m) end
     -- dropped: it left the ready list unread (QUEUE_MAX_READY, cap_ready in _lib.lua)
     if status == 'CANCELLED' or dequeued or dropped then
       expire_job(jid, retention)
