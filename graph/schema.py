@@ -7,8 +7,6 @@ from datetime import datetime
 from contextlib import aclosing
 
 import strawberry
-from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.name_converter import NameConverter
 from strawberry.types import Info
 from strawberry.types.unset import UNSET
 
@@ -173,24 +171,6 @@ class Subscription:
                 yield JobUpdate(cursor=cursor, kind=kind, job=Job.of(record))
 
 
-class RememberedNames(NameConverter):
-    """strawberry's names, each worked out once. Converting an input object's arguments
-    asks for the GraphQL name of every field of every item: for an `enqueueMany` of
-    1,000 items that was 5,000 camel-casings of the same five names, about a sixth of
-    the request's Python."""
-
-    def __init__(self, auto_camel_case: bool = True) -> None:
-        super().__init__(auto_camel_case)
-        self._names: dict[tuple[bool, str], str] = {}
-
-    def apply_naming_config(self, name: str) -> str:
-        key = (self.auto_camel_case, name)
-        converted = self._names.get(key)
-        if converted is None:
-            converted = self._names[key] = super().apply_naming_config(name)
-        return converted
-
-
 class Schema(strawberry.Schema):
     def process_errors(self, errors, execution_context=None) -> None:
         """Expected errors are the client's business; ErrorCodes logs unexpected ones."""
@@ -200,8 +180,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     # OperationMetrics first: it sees the codes that ErrorCodes assigns
     extensions = [OperationMetrics, *schema_extensions(settings)]
-    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions,
-                  config=StrawberryConfig(name_converter=RememberedNames()))
+    return Schema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions)
 
 
 def export_sdl() -> str:
