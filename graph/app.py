@@ -14,6 +14,7 @@ from starlette.routing import Route, WebSocketRoute
 from .accounts import check_admin_settings
 from .http import admin, graphiql, health
 from .settings import Settings
+from .http.fastroute import GraphQLPost
 from .http.middleware import SizeLimits
 from .http.requestid import RequestId
 from .schema import build_schema
@@ -60,6 +61,8 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
             # body and WebSocket message sizes, checked before anything parses them
             Middleware(SizeLimits, max_body_bytes=settings.http_max_body_bytes,
                        max_ws_message_bytes=settings.ws_max_message_bytes),
+            # innermost: a POST of a known document skips the router (fastroute.py)
+            Middleware(GraphQLPost, view=graphql),
         ],
     )
 

@@ -12,6 +12,7 @@ from engine.jobs import JobStatus as _EngineJobStatus
 from engine.jobs import UpdateKind as _EngineUpdateKind
 
 from .errors import NotFound
+from .inputs import plain_input
 from .store import Role as _StoredRole
 
 # One enum for the engine, the history and the schema: the engine's, exposed as is.
@@ -128,6 +129,7 @@ class JobUpdate:
     job: Job
 
 
+@plain_input  # built directly: enqueueMany converts 1,000 of them (graph/inputs.py)
 @strawberry.input
 class EnqueueInput:
     request_data: str

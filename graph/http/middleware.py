@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import error_body
 from .accept import preferred
+from .requestid import header
 
 WS_MESSAGE_TOO_BIG = 1009
 
@@ -64,7 +65,7 @@ class SizeLimits:
             await self.app(scope, receive, send)
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        length = dict(scope["headers"]).get(b"content-length")
+        length = header(scope, b"content-length")
         if length is not None:
             if not length.strip().isdigit():  # uvicorn refuses these itself; other servers may not
                 return await _refuse(scope, send, 400, "Content-Length is not a number.")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 from cross_web import HTTPException
@@ -48,6 +49,10 @@ from .graphiql import LocalGraphiQL
 from .prepared import PreparedDocuments
 
 
+_JSON_TYPES = {b"application/json", b"application/json; charset=utf-8",
+               b"application/json;charset=utf-8", b"application/json; charset=UTF-8"}
+_POST_ALLOWED = frozenset({OperationType.QUERY, OperationType.MUTATION})
+MAX_ACCEPT_VALUES = 256
 MAX_JSON_DEPTH = 64  # far above any real request; deeper is refused before GraphQL sees it
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # the only way a surrogate gets into decoded JSON (UTF-8 cannot carry one): an escape.
@@ -143,6 +148,10 @@ def _within_size_limit(response, request: Request):
                         media_type=response.media_type or JSON)  # the type negotiated
 
 
+async def _raising(exc: Exception):
+    raise exc
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -151,25 +160,98 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
     def __init__(self, schema, *args, **kwargs):
         super().__init__(schema, *args, **kwargs)
         self.prepared = PreparedDocuments(schema)
+        self.fast_route = True  # serve_known answers what it can (off: all by `run`)
+        self._accepts: dict[bytes | None, tuple[str, bool]] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)
         request = Request(scope=scope, receive=receive)
-        media_type = request.state.media_type = preferred(request.headers.get("accept"))
+        request.state.media_type = preferred(request.headers.get("accept"))
+        await self.answer(request, self.run(request), send)
+
+    async def answer(self, request: Request, running: Awaitable, send) -> None:
+        """Send the response that `running` makes, or the error answer of what it raised."""
+        media_type = request.state.media_type
         try:
-            response = _within_size_limit(await self.run(request), request)
+            response = _within_size_limit(await running, request)
         except HTTPException as exc:
             exc = _from_strawberry(exc)
             response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
         except RequestError as exc:
             response = error_response(exc.message, exc.code, exc.status, exc.headers, media_type)
         except Exception as exc:
-            error_id, message = log_unexpected(exc, f"while serving {scope.get('path')}")
+            error_id, message = log_unexpected(
+                exc, f"while serving {request.scope.get('path')}")
             response = error_response(message, "INTERNAL_SERVER_ERROR", 500,
                                       media_type=media_type, errorId=error_id)
         response.headers.add_vary_header("Accept")  # the answer (GraphiQL or which JSON) follows it
-        await response(scope, receive, send)
+        await response(request.scope, request.receive, send)
+
+    async def serve_known(self, scope, receive, send, body: bytes) -> bool:
+        """Answer a JSON POST of a document the prepared path runs, as `run` would
+        (graph/http/fastroute.py); False, having done nothing, for any other request."""
+        content_type = accept = None
+        for name, value in scope["headers"]:  # the first of each, as starlette's Headers.get
+            if name == b"content-type":
+                if content_type is None:
+                    content_type = value
+            elif name == b"accept" and accept is None:
+                accept = value
+        if content_type not in _JSON_TYPES:  # as sent: strawberry's check is case-sensitive
+            return False
+        negotiated = self._accepts.get(accept)
+        if negotiated is None:
+            negotiated = self._negotiate(accept)
+        media_type, streaming = negotiated
+        if streaming:
+            return False
+        try:
+            data = self.decode_json(body)
+        except RequestError:
+            return False  # the general path answers the error
+        if not isinstance(data, dict):
+            return False
+        query, variables = data.get("query"), data.get("variables")
+        name, extensions = data.get("operationName"), data.get("extensions")
+        if not isinstance(query, str) or not isinstance(variables, (dict, type(None))) \
+                or not isinstance(name, (str, type(None))) or extensions is not None:
+            return False
+        if self.prepared.operation(query, name) is None:
+            return False  # not a document the prepared path knows
+        request = Request(scope=scope, receive=receive)
+        request.state.media_type = media_type
+        try:
+            root_value = await self.get_root_value(request)
+            sub_response = await self.get_sub_response(request)
+            context = await self.get_context(request, sub_response)
+            result = await self.prepared.execute(query, variables, name, context, root_value,
+                                                 _POST_ALLOWED)
+        except Exception as exc:  # answered as the general path answers what run() raises
+            await self.answer(request, _raising(exc), send)
+            return True
+        if result is None:
+            return False  # nothing ran (see PreparedDocuments.execute)
+        await self.answer(request, self._respond(request, result, sub_response), send)
+        return True
+
+    async def _respond(self, request, result, sub_response):
+        """The end of strawberry's `run` for one executed operation."""
+        response_data = await self.process_result(request, result)
+        if result.errors:
+            self._handle_errors(result.errors, response_data)
+        return self.create_response(response_data, sub_response)
+
+    def _negotiate(self, accept: bytes | None) -> tuple[str, bool]:
+        """(the media type of the answer, whether the client asks for a streaming
+        transport) for an Accept header; remembered, a few hundred values at most."""
+        text = accept.decode("latin-1") if accept is not None else None
+        negotiated = (preferred(text),
+                      self._get_stream_transport_from_headers({"accept": text or ""}) is not None)
+        if len(self._accepts) >= MAX_ACCEPT_VALUES:
+            self._accepts.clear()
+        self._accepts[accept] = negotiated
+        return negotiated
 
     async def get_context(self, request, response) -> Context:
         return Context(services=request.app.state.services, request=request, response=response)
