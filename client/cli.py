@@ -200,11 +200,10 @@ SUBSCRIPTION = ("subscription($after:String){processed(after:$after){cursor job{
 # each running job's bar: jobUpdates, on the same socket, operation id "job:<id>"
 JOB_UPDATES = ("subscription($id:ID!){jobUpdates(id:$id){cursor kind job{"
                "id status attempts progress progressMessage}}}")
-# the newest jobs, whose running ones get a bar (`jobs(status: PROCESSING)` filters
-# MongoDB's history, which does not follow a job's start: this asks for the live status)
-RUNNING = "{jobs(first:%d){edges{node{id status}}}}"
-RUNNING_PAGE = 50
+# the running jobs, each of which gets a bar (the server answers this from Redis)
+RUNNING = "{jobs(status:PROCESSING,first:%d){edges{node{id status}}}}"
 MAX_BARS = 10
+RUNNING_PAGE = MAX_BARS
 BAR_WIDTH = 24
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
