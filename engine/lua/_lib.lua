@@ -552,3 +552,24 @@ local function next_due_in(t)
   if #first == 0 then return -1 end
   return math.max(0, math.ceil(tonumber(first[2]) - t))
 end
+
+--@helper record_outcome
+--@include holds_lease, record_progress, finish_terminal, attempt_failed
+-- One attempt's outcome (finish.lua, and each of finish_many.lua's), if its
+-- lease still holds: first the progress report it still held (report '':
+-- none; message nil: none), then the outcome ('ok' or 'error', with value
+-- its result or error). Returns the verdict: 'completed', 'retry', 'failed',
+-- or 'stale' (the lease was lost: nothing was recorded).
+local function record_outcome(uid, jid, token, outcome, value, report, message, t,
+                              max_attempts, retry_base_ms, bounds, quiet)
+  local held, lane = holds_lease(jid, token)
+  if not held then return 'stale' end
+  if report ~= '' then  -- recorded before the outcome, in the same step
+    record_progress(uid, jid, report, message, bounds)
+  end
+  if outcome == 'ok' then
+    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet, lane)
+    return 'completed'
+  end
+  return attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, bounds, quiet)
+end
