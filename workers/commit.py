@@ -5,11 +5,14 @@ records them and claims the slots' next jobs in the same round trip.
 Why: at high concurrency a worker is CPU-bound, and most of a finish's cost
 is paid per call (the EVALSHA round trip, encoding and parsing, the script's
 clock, due-time promotion and wake-up checks), not per job. A batch pays it
-once. Nothing waits for a batch to fill: the first outcome of an iteration
-schedules the flush at the end of that iteration (`loop.call_soon`, never a
-timer), so a lone job's outcome goes out at once, in a batch of one; under
-load, the slots that a batch's reply wakes all run in the next iteration and
-their outcomes form the next batch.
+once. Nothing waits for a batch to fill: the slot with the first outcome of
+an iteration leads the batch: it yields once (`asyncio.sleep(0)`: the end of
+the iteration, never a timer), so that the other slots ready in the same
+iteration add theirs, then sends it itself (no task per batch) and hands each
+slot its verdict and next job. A lone job's outcome goes out at once, in a
+batch of one (with one slot there is nothing to wait for: no yield at all);
+under load the slots that a batch's reply wakes all run in the next
+iteration, and their outcomes form the next batch.
 
 Every guarantee holds per job: the script checks each job's lease on its own
 (a stale one records nothing and leaves the others alone) and records each
@@ -20,6 +23,11 @@ that many single claims would be.
 Redis unreachable: the call is retried, each job's outcome until its lease
 would have run out; then that outcome is dropped (the lease expires, the job
 runs again elsewhere, the attempt counts) and the others are sent on.
+SIGTERM: the leading slot is a slot like the others, so the worker's grace
+period waits for the batch it sends; cancelled at the end of the grace, the
+call may or may not have reached Redis: an outcome not recorded is lost (the
+lease expires, the job runs again, the attempt counts), and so is a job the
+call claimed (its lease expires and it is reclaimed).
 """
 
 from __future__ import annotations
@@ -52,7 +60,7 @@ class _Pending:
     finish: Finish
     want_next: bool  # the slot takes a next job
     deadline: float  # monotonic: the lease could have run out by then
-    future: asyncio.Future
+    future: asyncio.Future  # the slot's Committed, set by the batch's leader
     verdict: str | None = None
 
 
@@ -68,52 +76,42 @@ class GroupCommit:
     def __init__(self, queue: Queue, owner: str, lease_seconds: float,
                  plan_claims: Callable[[int], dict[str, int]],
                  note_due: Callable[[Batch], None],
-                 adopt: Callable[[Claimed], Awaitable[None]]):
+                 adopt: Callable[[Claimed], Awaitable[None]], *, slots: int):
         self.queue = queue
         self.owner = owner
         self.lease_seconds = lease_seconds
         self._plan_claims = plan_claims
         self._note_due = note_due
         self._adopt = adopt
+        self._wait_for_others = slots > 1  # one slot: nobody else can join a batch
         bases = queue.keys.all_bases()
         self._only_base = bases[0] if len(bases) == 1 else None
-        self._pending: list[_Pending] = []
-        self._in_flight: set[asyncio.Task] = set()
+        self._forming: list[_Pending] | None = None  # the batch this iteration's outcomes join
         self.sizes: collections.Counter[int] = collections.Counter()  # outcomes per call sent
         self.completed = 0  # jobs this worker brought to COMPLETED or FAILED
 
-    def finish(self, job: Claimed, outcome: Outcome, want_next: bool
-               ) -> asyncio.Future[Committed]:
-        """Queue an outcome for this iteration's batch; the future says how it went."""
+    async def finish(self, job: Claimed, outcome: Outcome, want_next: bool) -> Committed:
+        """Record a slot's outcome with the others of this iteration; its verdict
+        and the slot's next job."""
         loop = asyncio.get_running_loop()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        future = loop.create_future()
-        self._pending.append(_Pending(
-            Finish(job, outcome.ok, outcome.value, outcome.progress), want_next,
-            time.monotonic() + self.lease_seconds, future))
-        return future
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if pending:
-            task = asyncio.create_task(self._commit(pending))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-
-    async def close(self, timeout: float) -> None:
-        """At shutdown: send what is queued, and give the calls in flight up to
-        `timeout` seconds. An outcome still unrecorded after that is lost: its
-        lease expires and the job runs again (the attempt counts)."""
-        self._flush()
-        if not self._in_flight:
-            return
-        _, late = await asyncio.wait(set(self._in_flight), timeout=timeout)
-        for task in late:
-            log.error("shutdown: an outcome could not be recorded in time; its job's "
-                      "lease will expire and it will run again")
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        mine = _Pending(Finish(job, outcome.ok, outcome.value, outcome.progress), want_next,
+                        time.monotonic() + self.lease_seconds, loop.create_future())
+        if self._forming is not None:  # another slot leads this iteration's batch
+            self._forming.append(mine)
+            return await mine.future
+        batch = self._forming = [mine]
+        try:
+            if self._wait_for_others:
+                await asyncio.sleep(0)  # the slots ready in this iteration add theirs
+        finally:
+            self._forming = None
+        try:
+            await self._commit(batch)
+        except BaseException:  # cancelled (shutdown): the others stop waiting too
+            for p in batch:
+                p.future.cancel()
+            raise
+        return mine.future.result()
 
     async def _commit(self, pending: list[_Pending]) -> None:
         """One call per shard touched; then each slot gets its verdict and a job."""
@@ -148,7 +146,7 @@ class GroupCommit:
             if not p.future.done():  # done: cancelled at shutdown, or failed above
                 job = next(jobs, None) if p.want_next and p.verdict is not None else None
                 p.future.set_result((p.verdict, job))
-        for job in jobs:  # claimed for slots that no longer take one
+        for job in jobs:  # claimed for slots that no longer take one (cancelled, dropped)
             await self._adopt(job)
 
     async def _send(self, base: str, group: list[_Pending], claim_n: int) -> list[Claimed]:
@@ -187,7 +185,8 @@ class GroupCommit:
 
     def _count(self, group: list[_Pending], verdicts: list[str]) -> None:
         """Metrics per batch, a warning per stale job."""
-        for verdict, n in collections.Counter(verdicts).items():
+        counts = {verdicts[0]: 1} if len(verdicts) == 1 else collections.Counter(verdicts)
+        for verdict, n in counts.items():
             metrics.FINISHED.labels(verdict).inc(n)
             if verdict in ("completed", "failed"):
                 self.completed += n

@@ -26,10 +26,10 @@ What happens to an in-flight job:
 - Redis unreachable: finishing is retried until the lease would have run out;
   after that the outcome is dropped and the job runs again elsewhere (per
   job: the others of its batch are sent on);
-- SIGTERM while an outcome is on its way to Redis: its slot waits for it
-  within the grace period, and the call in flight gets what is left of the
-  grace (at least a second) after the slots; an outcome still unrecorded then
-  is lost, its lease expires and the job runs again (the attempt counts);
+- SIGTERM while an outcome is on its way to Redis: the grace period waits
+  for its batch's call; one cut off at the end of the grace may not have
+  reached Redis: that outcome is lost, its lease expires and the job runs
+  again (the attempt counts);
 - the process dies (kill -9): its leases expire and another worker reclaims
   the jobs (the attempt counts).
 A sync handler that times out keeps running in its thread until it returns;
@@ -189,7 +189,8 @@ class Worker:
         self._shard = 0
         self._spread = queue.keys.shards > 1
         self._commits = GroupCommit(queue, self.owner, config.lease_seconds,
-                                    self._next_claims, self._note_due, self._adopt)
+                                    self._next_claims, self._note_due, self._adopt,
+                                    slots=config.concurrency)
         self.exit_code = 0  # EXIT_HUNG_HANDLERS when hung threads stopped the worker
 
     @property
@@ -500,14 +501,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period; hand back the rest.
-        Outcomes still on their way to Redis get what is left of the grace."""
-        deadline = time.monotonic() + self.config.shutdown_grace_seconds
-        try:
-            await self._drain_slots()
-        finally:
-            await self._commits.close(max(1.0, deadline - time.monotonic()))
-
-    async def _drain_slots(self) -> None:
+        A slot whose outcome is on its way to Redis is waited for like the
+        others (workers/commit.py says what a cancel at the end does)."""
         if not self._running:
             return
         tasks = list(self._running)
