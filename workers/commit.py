@@ -88,6 +88,7 @@ class GroupCommit:
         self._only_base = bases[0] if len(bases) == 1 else None
         self._forming: list[_Pending] | None = None  # the batch this iteration's outcomes join
         self.sizes: collections.Counter[int] = collections.Counter()  # outcomes per call sent
+        self._finished: dict[str, object] = {}  # metrics.FINISHED's counter per verdict
         self.completed = 0  # jobs this worker brought to COMPLETED or FAILED
 
     async def finish(self, job: Claimed, outcome: Outcome, want_next: bool) -> Committed:
@@ -187,7 +188,10 @@ class GroupCommit:
         """Metrics per batch, a warning per stale job."""
         counts = {verdicts[0]: 1} if len(verdicts) == 1 else collections.Counter(verdicts)
         for verdict, n in counts.items():
-            metrics.FINISHED.labels(verdict).inc(n)
+            counter = self._finished.get(verdict)
+            if counter is None:  # labels() takes a lock and builds a key: once per verdict
+                counter = self._finished[verdict] = metrics.FINISHED.labels(verdict)
+            counter.inc(n)
             if verdict in ("completed", "failed"):
                 self.completed += n
             elif verdict == "stale":

@@ -188,6 +188,7 @@ class Worker:
         self._due_at = float("inf")  # monotonic time the next retry falls due
         self._shard = 0
         self._spread = queue.keys.shards > 1
+        self._bases = queue.keys.all_bases()
         self._commits = GroupCommit(queue, self.owner, config.lease_seconds,
                                     self._next_claims, self._note_due, self._adopt,
                                     slots=config.concurrency)
@@ -283,7 +284,7 @@ class Worker:
         """Where the next jobs of n slots that just finished come from: shard
         by shard in turn, as _claim_next visits them (a slot must not keep
         serving its own shard while users of others wait)."""
-        bases = self.queue.keys.all_bases()
+        bases = self._bases
         if len(bases) == 1:
             return {bases[0]: n}
         plan: dict[str, int] = {}
