@@ -330,3 +330,27 @@ async def test_sigterm_lets_the_batch_in_flight_complete(queue, monkeypatch):
         assert (await queue.get(uid, second)).status in (JobStatus.COMPLETED, JobStatus.QUEUED)
     assert (await queue.stats("ann")).processing == 0
     assert (await queue.stats("bob")).processing == 0
+
+
+async def test_sigterm_with_a_batch_stuck_in_flight_stops_within_the_grace(queue, monkeypatch):
+    """Redis never answers the batch: the worker still stops after its grace
+    period; the outcomes were not recorded, so the jobs keep their leases,
+    which expire, and run again elsewhere."""
+    sent = asyncio.Event()
+
+    async def stuck(*args, **kw):
+        sent.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(queue, "finish_many", stuck)
+    handler = Recorder()
+    jobs = {uid: await enqueue(queue, uid, json.dumps({"u": uid, "i": 0}))
+            for uid in ("ann", "bob", "cy")}
+    worker, running = await run_worker(queue, handler.handle, concurrency=4,
+                                       shutdown_grace_seconds=0.5)
+    await asyncio.wait_for(sent.wait(), 10)
+    worker.stop()
+    await asyncio.wait_for(running, 10)
+    assert handler.calls == 3
+    for uid, [jid] in jobs.items():
+        assert (await queue.get(uid, jid)).status == JobStatus.PROCESSING, "its lease will expire"

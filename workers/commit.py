@@ -104,11 +104,11 @@ class GroupCommit:
         try:
             if self._wait_for_others:
                 await asyncio.sleep(0)  # the slots ready in this iteration add theirs
-        finally:
             self._forming = None
-        try:
             await self._commit(batch)
         except BaseException:  # cancelled (shutdown): the others stop waiting too
+            if self._forming is batch:
+                self._forming = None
             for p in batch:
                 p.future.cancel()
             raise
