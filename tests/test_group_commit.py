@@ -222,6 +222,7 @@ async def test_a_busy_worker_batches_and_keeps_each_users_order(queue):
         await stop(worker, running)
     sizes = worker._commits.sizes
     assert max(sizes) > 1, f"outcomes of one iteration went together: {sizes}"
+    assert max(sizes) <= 10, "at most half the slots a batch: two overlap"
     assert sum(n * count for n, count in sizes.items()) == 320, "each outcome sent once"
     assert handler.calls == 320, "no job ran twice"
     per_user = defaultdict(list)

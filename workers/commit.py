@@ -12,7 +12,9 @@ iteration add theirs, then sends it itself (no task per batch) and hands each
 slot its verdict and next job. A lone job's outcome goes out at once, in a
 batch of one (with one slot there is nothing to wait for: no yield at all);
 under load the slots that a batch's reply wakes all run in the next
-iteration, and their outcomes form the next batch.
+iteration, and their outcomes form the next batch. A batch holds at most
+half the worker's slots, so that Redis runs one batch while the worker
+handles the other's jobs.
 
 Every guarantee holds per job: the script checks each job's lease on its own
 (a stale one records nothing and leaves the others alone) and records each
@@ -84,6 +86,12 @@ class GroupCommit:
         self._note_due = note_due
         self._adopt = adopt
         self._wait_for_others = slots > 1  # one slot: nobody else can join a batch
+        # A batch holds at most half the slots' outcomes; the rest start a
+        # second batch, sent right after it. With all of them in one call,
+        # the worker waits while Redis runs the batch and Redis idles while
+        # the worker runs the next jobs; with two, each runs one while the
+        # other runs the other (bench/RESULTS.md, "Group commit (worker)").
+        self._max_batch = max(1, -(-slots // 2))
         bases = queue.keys.all_bases()
         self._only_base = bases[0] if len(bases) == 1 else None
         self._forming: list[_Pending] | None = None  # the batch this iteration's outcomes join
@@ -97,14 +105,16 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         mine = _Pending(Finish(job, outcome.ok, outcome.value, outcome.progress), want_next,
                         time.monotonic() + self.lease_seconds, loop.create_future())
-        if self._forming is not None:  # another slot leads this iteration's batch
+        if self._forming is not None and len(self._forming) < self._max_batch:
+            # another slot leads this iteration's batch
             self._forming.append(mine)
             return await mine.future
         batch = self._forming = [mine]
         try:
             if self._wait_for_others:
                 await asyncio.sleep(0)  # the slots ready in this iteration add theirs
-            self._forming = None
+            if self._forming is batch:  # (a full one has been replaced already)
+                self._forming = None
             await self._commit(batch)
         except BaseException:  # cancelled (shutdown): the others stop waiting too
             if self._forming is batch:
