@@ -146,6 +146,26 @@ class Bounds:
                 self.shard_events_keep, self.event_inline_bytes]
 
 
+@dataclass(slots=True)
+class Finish:
+    """An attempt's outcome for `Queue.finish_many`: ok with its result, or
+    not with its error; `progress`, its last report not written yet."""
+
+    job: Claimed
+    ok: bool
+    value: str
+    progress: tuple[float, str | None] | None = None
+
+
+def _report(progress: tuple[float, str | None] | None, padded: bool = False) -> list:
+    """A progress report as the finish scripts take it: value, has_message,
+    message; none is '' (padded: to the same 3 values, finish_many's stride)."""
+    if progress is None:
+        return ["", "0", ""] if padded else [""]
+    value, message = progress
+    return [repr(float(value)), "0" if message is None else "1", message or ""]
+
+
 class Queue:
     @classmethod
     def from_settings(cls, redis: Redis, settings) -> "Queue":
@@ -259,11 +279,30 @@ class Queue:
                      lease_seconds: float, progress: tuple[float, str | None] | None = None
                      ) -> list:
         p = self.policy
-        report = [""] if progress is None else [
-            repr(float(progress[0])), "0" if progress[1] is None else "1", progress[1] or ""]
         return [job.user_id, job.job_id, job.token, "ok" if ok else "error", value,
                 p.max_attempts, int(p.retry_base_seconds * 1000),
-                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args(), *report]
+                claim_n, owner, int(lease_seconds * 1000), *self.bounds.args(),
+                *_report(progress)]
+
+    async def finish_many(self, base: str, finishes: list[Finish], *, claim_n: int, owner: str,
+                          lease_seconds: float) -> Batch:
+        """Record the outcomes of several attempts of one shard (`base`), then
+        claim up to claim_n jobs there, in one script call (finish_many.lua):
+        each outcome as `finish` records it, lease check included, so
+        `Batch.verdicts` holds one verdict per finish, in order ('stale' for
+        a lost lease: that one recorded nothing, the others are unaffected).
+        With no finishes it is a claim. One shard per call: its keys share
+        one hash slot, as Redis Cluster requires."""
+        p = self.policy
+        args: list = [p.max_attempts, int(p.retry_base_seconds * 1000), claim_n, owner,
+                      int(lease_seconds * 1000), *self.bounds.args()]
+        for f in finishes:
+            job = f.job
+            if self.keys.shards > 1 and self.keys.user_base(job.user_id) != base:
+                raise ValueError(f"job {job.job_id} is not of shard {base}")
+            args += [job.user_id, job.job_id, job.token, "ok" if f.ok else "error", f.value,
+                     *_report(f.progress, padded=True)]
+        return await self._call("finish_many", base, *args)
 
     async def progress(self, job: Claimed, value: float, message: str | None) -> str | None:
         """Record a progress report of the attempt `job` holds (progress.lua):

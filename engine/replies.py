@@ -66,6 +66,7 @@ class Batch:
     jobs: list[Claimed]
     next_due_ms: int  # until a retry falls due on that shard; -1: none
     verdict: str | None = None  # a finish's: completed, retry, failed or stale
+    verdicts: list[str] | None = None  # finish_many's: one per outcome, in order
 
 
 def _enqueued(t: int, *pairs) -> list[Enqueued]:
@@ -77,6 +78,13 @@ def _batch(next_due_ms: int, *jobs: list, verdict: str | None = None) -> Batch:
     """`next_due_ms, {uid, jid, data, attempts, token}, ...`"""
     return Batch(jobs=[Claimed(u, j, d, int(a), t) for u, j, d, a, t in jobs],
                  next_due_ms=int(next_due_ms), verdict=verdict)
+
+
+def _recorded(next_due_ms: int, verdicts: list, *jobs: list) -> Batch:
+    """`next_due_ms, {verdict, ...}, {uid, jid, data, attempts, token}, ...`"""
+    batch = _batch(next_due_ms, *jobs)
+    batch.verdicts = verdicts
+    return batch
 
 
 def _none() -> None:
@@ -117,6 +125,7 @@ REPLIES: dict[str, dict[str, Callable]] = {
     "claim": {"ok": _batch},
     # the status is the verdict; jobs are claimed whatever it is, a stale one too
     "finish": {v: partial(_batch, verdict=v) for v in ("completed", "retry", "failed", "stale")},
+    "finish_many": {"ok": _recorded},
     "heartbeat": {"ok": lambda *lost: list(lost)},
     "reclaim": {"ok": int},
     "release": {"ok": lambda: True, "stale": lambda: False},

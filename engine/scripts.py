@@ -19,7 +19,7 @@ from .keys import lua_keys
 
 LUA_DIR = Path(__file__).parent / "lua"
 LIBRARY = "_lib.lua"
-NAMES = ("enqueue", "claim", "finish", "heartbeat", "reclaim", "release", "cancel",
+NAMES = ("enqueue", "claim", "finish", "finish_many", "heartbeat", "reclaim", "release", "cancel",
          "dequeue", "archived", "count", "limits", "retry", "purge", "recount", "progress", "watch")
 
 # Numbers the scripts use that no setting changes, written in front of every

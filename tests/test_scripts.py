@@ -12,7 +12,7 @@ import pytest
 from engine import connection
 from engine import queue as engine_queue
 from engine.keys import Keys
-from engine.queue import NotFinished, NotQueued, Queue, QueueFull, RetryPolicy
+from engine.queue import Finish, NotFinished, NotQueued, Queue, QueueFull, RetryPolicy
 from engine.replies import REPLIES, UnknownReply, decode
 from engine.scripts import CONSTANTS, LUA_DIR, NAMES, ScriptError, check_includes, source
 
@@ -163,6 +163,8 @@ async def test_every_status_of_every_script_reads_as_a_value_or_an_exception(
     failed = await queue.finish(again, False, "boom", claim_n=1, **w)
     assert failed.verdict == "failed"
     [third] = failed.jobs
+    many = await queue.finish_many(base, [Finish(job, True, "again")], claim_n=0, **w)
+    assert (many.verdicts, many.jobs) == (["stale"], [])
 
     assert await queue.release(third) is True
     assert await queue.release(third) is False

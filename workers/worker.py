@@ -3,8 +3,11 @@
 How the loop goes:
 - the dispatcher claims as many jobs as it has free slots, from the front of
   each shard's rotation of users, and starts a slot task for each;
-- a slot runs its job, then records the outcome and claims its next job in the
-  same Redis call (`finish.lua`), so a busy worker costs one round trip a job;
+- a slot runs its job, then hands the outcome to the group commit
+  (workers/commit.py): the outcomes ready in the same event-loop iteration
+  are recorded, and the slots' next jobs claimed, in one Redis call per shard
+  (`finish_many.lua`), so a busy worker costs one round trip per batch, and
+  a lone job's outcome is still sent at once;
 - with nothing to claim, the dispatcher blocks on the shards' signal lists
   (BLPOP, see `Signals`) until an enqueue, a finish or a retry falls due: no
   polling;
@@ -21,7 +24,12 @@ What happens to an in-flight job:
   to finish, the rest are handed back (`release.lua`: head of the user's
   queue, attempt not counted) and the process exits 0;
 - Redis unreachable: finishing is retried until the lease would have run out;
-  after that the outcome is dropped and the job runs again elsewhere;
+  after that the outcome is dropped and the job runs again elsewhere (per
+  job: the others of its batch are sent on);
+- SIGTERM while an outcome is on its way to Redis: the grace period waits
+  for its batch's call; one cut off at the end of the grace may not have
+  reached Redis: that outcome is lost, its lease expires and the job runs
+  again (the attempt counts);
 - the process dies (kill -9): its leases expire and another worker reclaims
   the jobs (the attempt counts).
 A sync handler that times out keeps running in its thread until it returns;
@@ -58,6 +66,7 @@ from engine.logs import log_context
 from engine.queue import Batch, Queue
 
 from . import metrics
+from .commit import GroupCommit
 from .context import AsyncJobContext, JobContext, Progress, takes_job
 from .outcomes import Outcome, check_result, failure
 from .runners import HandlerProcesses, HandlerThreads, HandlerTimeout
@@ -179,8 +188,16 @@ class Worker:
         self._due_at = float("inf")  # monotonic time the next retry falls due
         self._shard = 0
         self._spread = queue.keys.shards > 1
-        self.completed = 0
+        self._bases = queue.keys.all_bases()
+        self._commits = GroupCommit(queue, self.owner, config.lease_seconds,
+                                    self._next_claims, self._note_due, self._adopt,
+                                    slots=config.concurrency)
         self.exit_code = 0  # EXIT_HUNG_HANDLERS when hung threads stopped the worker
+
+    @property
+    def completed(self) -> int:
+        """Jobs this worker brought to COMPLETED or FAILED."""
+        return self._commits.completed
 
     # ---- lifecycle ----
 
@@ -263,6 +280,20 @@ class Worker:
             log.warning("claim after finish failed: %s", exc)
         return None
 
+    def _next_claims(self, n: int) -> dict[str, int]:
+        """Where the next jobs of n slots that just finished come from: shard
+        by shard in turn, as _claim_next visits them (a slot must not keep
+        serving its own shard while users of others wait)."""
+        bases = self._bases
+        if len(bases) == 1:
+            return {bases[0]: n}
+        plan: dict[str, int] = {}
+        for _ in range(n):
+            base = bases[self._shard]
+            plan[base] = plan.get(base, 0) + 1
+            self._shard = (self._shard + 1) % len(bases)
+        return plan
+
     def _block_timeout(self) -> float:
         """Block at most until a retry falls due or maintenance is due."""
         until_due = self._due_at - time.monotonic()
@@ -312,23 +343,31 @@ class Worker:
                       type(exc).__name__, "".join(traceback.format_tb(exc.__traceback__)))
 
     async def _slot(self, job: Claimed) -> None:
-        """Run jobs one after another: each finish claims this slot's next job."""
+        """Run jobs one after another: each finish claims this slot's next job
+        (in its batch's call: workers/commit.py)."""
         task = asyncio.current_task()
         while job is not None:
             self._running[task] = job
             outcome = await self._execute(job)
             self._running[task] = None  # the outcome is being recorded: nothing to hand back
-            # One shard: the finish claims the next job in the same round trip.
-            # Several: the next job comes from the next shard in turn, or a slot
-            # would keep serving its own shard while users of others wait.
             go_on = self._may_go_on()
-            claim_n = 1 if go_on and not self._spread else 0
-            batch = await self._finish(job, outcome, claim_n)
-            job = batch.jobs[0] if batch and batch.jobs else None
-            if batch is not None:
-                self._note_due(batch)
-                if self._spread and go_on:
-                    job = await self._claim_next()
+            verdict, job = await self._commits.finish(job, outcome, go_on)
+            if job is None and go_on and verdict is not None and self._spread:
+                # its turn's shard had no work: the next shards in turn
+                job = await self._claim_next()
+
+    async def _adopt(self, job: Claimed) -> None:
+        """A job claimed for a slot that no longer takes it (its own outcome
+        was dropped, or it was cancelled at shutdown): a slot of its own, or
+        handed back when stopping."""
+        if not self._stopping.is_set():
+            self._start(job)
+            return
+        try:
+            await self.queue.release(job)
+        except RedisError as exc:
+            log.error("could not hand back job %s (%s); its lease will expire",
+                      job.job_id, exc)
 
     def _capacity(self) -> int:
         """Jobs this worker may run at once: one per thread that is not hung."""
@@ -420,34 +459,6 @@ class Worker:
             raise
         return check_result(result)
 
-    async def _finish(self, job: Claimed, outcome: Outcome, claim_n: int) -> Batch | None:
-        """Record the outcome; keep trying while our lease could still be valid."""
-        deadline = time.monotonic() + self.config.lease_seconds
-        delay = 0.05
-        while True:
-            try:
-                batch = await self.queue.finish(
-                    job, outcome.ok, outcome.value, claim_n=claim_n, owner=self.owner,
-                    lease_seconds=self.config.lease_seconds, progress=outcome.progress,
-                )
-                break
-            except (RedisError, OSError) as exc:
-                if not connection.is_transient(exc):
-                    raise
-                if time.monotonic() + delay > deadline:
-                    log.error("could not record job %s (%s); its lease will expire "
-                              "and it will run again", job.job_id, exc)
-                    return None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        metrics.FINISHED.labels(batch.verdict).inc()
-        if batch.verdict == "stale":
-            log.warning("job %s: lease was lost before it finished; outcome discarded",
-                        job.job_id)
-        elif batch.verdict in ("completed", "failed"):
-            self.completed += 1
-        return batch
-
     # ---- maintenance: heartbeats and reclaiming dead workers' jobs ----
 
     def _maintenance_interval(self) -> float:
@@ -490,7 +501,9 @@ class Worker:
     # ---- shutdown ----
 
     async def _drain(self) -> None:
-        """Let running jobs finish within the grace period; hand back the rest."""
+        """Let running jobs finish within the grace period; hand back the rest.
+        A slot whose outcome is on its way to Redis is waited for like the
+        others (workers/commit.py says what a cancel at the end does)."""
         if not self._running:
             return
         tasks = list(self._running)

@@ -578,3 +578,26 @@ local function next_due_in(t)
   if #first == 0 then return -1 end
   return math.max(0, math.ceil(tonumber(first[2]) - t))
 end
+
+--@helper record_outcome
+--@include job_table, record_progress, finish_terminal, attempt_failed
+-- One attempt's outcome (finish.lua, and each of finish_many.lua's), if its
+-- lease still holds: first the progress report it still held (report '':
+-- none; message nil: none), then the outcome ('ok' or 'error', with value
+-- its result or error). Returns the verdict: 'completed', 'retry', 'failed',
+-- or 'stale' (the lease was lost: nothing was recorded).
+-- The job is read once: the lease check (as holds_lease) and the event's body.
+local function record_outcome(uid, jid, token, outcome, value, report, message, t,
+                              max_attempts, retry_base_ms, bounds, quiet)
+  local job = job_table(jid)
+  if job.token ~= token or job.status ~= 'PROCESSING' then return 'stale' end
+  if report ~= '' then  -- recorded before the outcome, in the same step
+    record_progress(uid, jid, report, message, bounds)
+    job.progress, job.pmsg = report, message
+  end
+  if outcome == 'ok' then
+    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet, job)
+    return 'completed'
+  end
+  return attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, bounds, quiet, job)
+end

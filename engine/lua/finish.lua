@@ -1,5 +1,5 @@
 -- Record one attempt's outcome, then claim more work in the same round trip.
---@include keys, now_ms, bounds_at, job_table, finish_terminal, attempt_failed, claim, signal, next_due_in, record_progress
+--@include keys, now_ms, bounds_at, record_outcome, claim, signal, next_due_in
 -- ARGV: uid, jid, token, outcome ('ok' | 'error'), value (result or error),
 --       max_attempts, retry_base_ms, claim_n, owner, lease_ms, then the bounds
 --       (bounds_at, 5 of them), then the attempt's last progress report not
@@ -12,25 +12,9 @@ local max_attempts, retry_base_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
 local claim_n, owner, lease_ms = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local bounds = bounds_at(11)
 local t = now_ms()
-local verdict
--- the job read once: the lease check (as holds_lease) and the finish's event body
-local job = job_table(jid)
-if job.token ~= token or job.status ~= 'PROCESSING' then
-  verdict = 'stale'
-else
-  local quiet = claim_n > 0
-  if ARGV[16] ~= '' then  -- recorded before the outcome, in the same step
-    local message = ARGV[17] == '1' and ARGV[18] or nil
-    record_progress(uid, jid, ARGV[16], message, bounds)
-    job.progress, job.pmsg = ARGV[16], message
-  end
-  if outcome == 'ok' then
-    finish_terminal(uid, jid, 'COMPLETED', 'result', value, t, bounds, quiet, job)
-    verdict = 'completed'
-  else
-    verdict = attempt_failed(uid, jid, value, t, max_attempts, retry_base_ms, bounds, quiet, job)
-  end
-end
+local verdict = record_outcome(uid, jid, token, outcome, value, ARGV[16],
+                               ARGV[17] == '1' and ARGV[18] or nil, t,
+                               max_attempts, retry_base_ms, bounds, claim_n > 0)
 local jobs = claim(claim_n, owner, lease_ms, t)
 -- users left in the rotation after our own claim: wake another worker for them
 if redis.call('LLEN', keys.rotation()) > 0 then signal() end
