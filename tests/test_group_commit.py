@@ -207,6 +207,17 @@ async def test_a_lone_job_goes_out_at_once_in_a_batch_of_one(queue):
         await stop(worker, running)
 
 
+async def drain(queue, handler, users_jobs: dict, concurrency: int) -> Worker:
+    """Run a worker until every job of `users_jobs` has finished; it is stopped after."""
+    worker, running = await run_worker(queue, handler.handle, concurrency=concurrency)
+    try:
+        await wait_until_async(lambda: all_finished(queue, users_jobs), timeout=60,
+                               message="every job to finish")
+    finally:
+        await stop(worker, running)
+    return worker
+
+
 async def test_a_busy_worker_batches_and_keeps_each_users_order(queue):
     handler = Recorder()
     users_jobs = {}
@@ -214,12 +225,7 @@ async def test_a_busy_worker_batches_and_keeps_each_users_order(queue):
         uid = f"user{u}"
         users_jobs[uid] = await enqueue(queue, uid, *(
             json.dumps({"u": uid, "i": i, "yield": i % 2}) for i in range(8)))
-    worker, running = await run_worker(queue, handler.handle, concurrency=20)
-    try:
-        await wait_until_async(lambda: all_finished(queue, users_jobs), timeout=60,
-                               message="every job to finish")
-    finally:
-        await stop(worker, running)
+    worker = await drain(queue, handler, users_jobs, concurrency=20)
     sizes = worker._commits.sizes
     assert max(sizes) > 1, f"outcomes of one iteration went together: {sizes}"
     assert max(sizes) <= 10, "at most half the slots a batch: two overlap"
@@ -254,12 +260,7 @@ async def test_with_several_shards_each_call_touches_one_shard(make_queue, monke
         uid = f"user{u}"
         users_jobs[uid] = await enqueue(queue, uid, *(
             json.dumps({"u": uid, "i": i}) for i in range(5)))
-    worker, running = await run_worker(queue, handler.handle, concurrency=10)
-    try:
-        await wait_until_async(lambda: all_finished(queue, users_jobs), timeout=60,
-                               message="every job to finish")
-    finally:
-        await stop(worker, running)
+    worker = await drain(queue, handler, users_jobs, concurrency=10)
     assert handler.calls == 150
     assert len({base for base, _, _ in calls}) == 3, "every shard served"
     assert sum(n for _, n, _ in calls) == 150
