@@ -127,15 +127,49 @@ class HiredisPacking:
             return super().pack_command(*args)
 
 
-class PackedConnection(HiredisPacking, Connection):
+class WriteThrough:
+    """A command written straight to the socket, its write timeout armed only
+    when the write has to wait. redis-py wraps every write in asyncio.wait_for:
+    a task and a timer a command, about a tenth of a worker's step at
+    concurrency 1. But a transport sends at once what the kernel takes; only
+    bytes left in its buffer (a slow or stalled server) give drain() anything
+    to wait for, and that wait keeps the socket timeout and redis-py's errors.
+    The reply's read keeps redis-py's own timeout."""
+
+    async def send_packed_command(self, command, check_health: bool = True) -> None:
+        writer = self._writer if self.is_connected else None
+        if (writer is None or not self.socket_timeout or writer.transport.is_closing()
+                or writer.transport.get_write_buffer_size()):
+            return await super().send_packed_command(command, check_health)
+        if check_health:
+            await self.check_health()  # may reconnect: take the writer after it
+        if isinstance(command, str):
+            command = command.encode()
+        writer = self._writer
+        writer.writelines([command] if isinstance(command, bytes) else command)
+        if writer.transport.get_write_buffer_size() or writer.transport.is_closing():
+            await self._wait_written()
+
+    async def _wait_written(self) -> None:
+        try:
+            await asyncio.wait_for(self._writer.drain(), self.socket_timeout)
+        except asyncio.TimeoutError:
+            await self.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await self.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc!r}") from exc
+
+
+class PackedConnection(WriteThrough, HiredisPacking, Connection):
     pass
 
 
-class PackedUnixConnection(HiredisPacking, UnixDomainSocketConnection):
+class PackedUnixConnection(WriteThrough, HiredisPacking, UnixDomainSocketConnection):
     pass
 
 
-class PackedSSLConnection(HiredisPacking, SSLConnection):
+class PackedSSLConnection(WriteThrough, HiredisPacking, SSLConnection):
     pass
 
 

@@ -80,3 +80,48 @@ async def test_commands_packed_by_hiredis_store_and_refuse_what_redis_py_would(r
         assert await redis.ping()
     finally:
         await redis.aclose()
+
+
+async def test_a_write_the_socket_cannot_take_at_once_still_goes_through(redis_url):
+    """A command bigger than the socket's buffers waits for them to drain: the
+    one write path where the socket timeout is armed."""
+    redis = connection.client(redis_url)
+    try:
+        big = "x" * (32 * 1024 * 1024)
+        await redis.set("pool-test:big", big)
+        assert await redis.strlen("pool-test:big") == len(big)
+        await redis.delete("pool-test:big")
+    finally:
+        await redis.aclose()
+
+
+async def test_a_server_that_stops_reading_times_the_write_out():
+    """A server that stalls on a big SET (it answers what comes before, then
+    reads nothing more): the write fails after the socket timeout with
+    redis-py's own error, as redis-py's write would."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    accepted = []
+
+    async def answer_then_stall(reader, writer):
+        accepted.append((reader, writer))  # the reader too: unreferenced, its data is dropped
+        while True:
+            data = await reader.read(65536)
+            if not data or b"$3\r\nSET\r\n" in data:
+                return  # stalled: the connection stays open, nothing more is read
+            commands = data.count(b"\r\n*") + data.startswith(b"*")  # a reply each
+            writer.write((b"+PONG\r\n" if b"PING" in data else b"+OK\r\n") * commands)
+
+    server = await asyncio.start_server(answer_then_stall, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    redis = connection.client(f"redis://127.0.0.1:{port}/0", socket_timeout=0.5, protocol=2)
+    try:
+        await redis.ping()
+        with pytest.raises(RedisTimeoutError, match="writing"):
+            await redis.set("k", "x" * (64 * 1024 * 1024))
+    finally:
+        await redis.aclose()
+        for _, writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
