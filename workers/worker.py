@@ -187,8 +187,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._due_at = float("inf")  # monotonic time the next retry falls due
         self._shard = 0
-        self._spread = queue.keys.shards > 1
-        self._bases = queue.keys.all_bases()
+        self._bases = queue.keys.all_bases()  # the shards' base keys, visited in turn
+        self._spread = len(self._bases) > 1
         self._commits = GroupCommit(queue, self.owner, config.lease_seconds,
                                     self._next_claims, self._note_due, self._adopt,
                                     slots=config.concurrency)
@@ -251,7 +251,7 @@ class Worker:
 
     async def _claim(self, free: int) -> bool:
         """Claim up to `free` jobs, visiting shards in turn."""
-        bases = self.queue.keys.all_bases()
+        bases = self._bases
         claimed = False
         for i in range(len(bases)):
             if free <= 0:
@@ -268,7 +268,7 @@ class Worker:
 
     async def _claim_next(self) -> Claimed | None:
         """One job for a slot that just finished, from the next shard with work."""
-        bases = self.queue.keys.all_bases()
+        bases = self._bases
         try:
             for _ in range(len(bases)):
                 base = bases[self._shard]
@@ -474,7 +474,7 @@ class Worker:
                     lost = await self.queue.heartbeat(running, self.config.lease_seconds)
                     for member in lost:
                         log.warning("lease lost for %s; its outcome will be discarded", member)
-                for base in self.queue.keys.all_bases():
+                for base in self._bases:
                     reclaimed = await self.queue.reclaim(base)
                     if reclaimed:
                         metrics.RECLAIMED.inc(reclaimed)
@@ -491,7 +491,7 @@ class Worker:
         They never should be: a correction means something changed Redis
         behind the scripts' back (or a script forgot a counter), so it is logged."""
         fixed = 0
-        for base in self.queue.keys.all_bases():
+        for base in self._bases:
             wrong = await self.queue.recount(base)
             if wrong:
                 log.warning("recount: corrected %d counter(s) of shard %s", wrong, base)
