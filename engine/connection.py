@@ -37,6 +37,7 @@ from .embedded import (  # noqa: F401 (where callers have always found them)
     embedded_url_for_worker,
     start_embedded,
 )
+from .scriptline import ScriptLine
 
 # Errors after which the same call can succeed if tried again: the connection
 # dropped or timed out. Callers that retry name this tuple, not their own.
@@ -105,9 +106,33 @@ def client(url: str, **kwargs) -> Redis | RedisCluster:
     # connections stay bounded whatever the number of listeners and requests
     pool = WaitingPool.from_url(url, timeout=POOL_WAIT_SECONDS, decode_responses=True,
                                 health_check_interval=30, **kwargs)
-    if hiredis is not None:  # the URL's kind of connection (TCP, TLS, socket), packed by hiredis
-        pool.connection_class = PACKED.get(pool.connection_class, pool.connection_class)
-    return Redis.from_pool(pool)
+    if hiredis is None:  # pragma: no cover
+        return Redis.from_pool(pool)
+    # the URL's kind of connection (TCP, TLS, socket), packed by hiredis
+    pool.connection_class = PACKED.get(pool.connection_class, pool.connection_class)
+    return ScriptedRedis.from_pool(pool)
+
+
+class ScriptedRedis(Redis):
+    """redis-py's client, its script calls on one pipelined connection of
+    their own (engine/scriptline.py says why, and what happens on errors)."""
+
+    @property
+    def script_line(self) -> ScriptLine:
+        line = self.__dict__.get("_script_line")
+        if line is None:
+            kwargs = self.connection_pool.connection_kwargs
+            line = self._script_line = ScriptLine(
+                self.connection_pool, kwargs.get("socket_timeout") or SOCKET_TIMEOUT)
+        return line
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args):
+        return self.script_line.call("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if "_script_line" in self.__dict__:
+            self._script_line.close()
+        await super().aclose(close_connection_pool)
 
 
 class HiredisPacking:
