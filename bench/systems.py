@@ -72,9 +72,11 @@ def ours_env(url: str, log: StartLog, sleep: float = 0.0) -> dict:
             "BENCH_LOG": str(log.path), "BENCH_SLEEP": str(sleep)}
 
 
-def start_ours(url, log, concurrency, sleep=0.0, handler="noop_async", burst=True):
+def start_ours(url, log, concurrency, sleep=0.0, handler="noop_async", burst=True, processes=1):
     cmd = [PY, "-m", "workers", "--concurrency", str(concurrency),
            "--handler", f"bench.handlers:{handler}"]
+    if processes > 1:  # a supervisor and `processes` workers, each of `concurrency`
+        cmd += ["--processes", str(processes)]
     if burst:
         cmd.append("--burst")
     return common.spawn(cmd, ours_env(url, log, sleep), f"worker-ours-{handler}")
@@ -193,6 +195,9 @@ def all_systems() -> dict[str, System]:
         "ours-sync": System("ours (sync handler)", version("userqueue"),
                             lambda url, jobs: asyncio.run(our_enqueue_async(url, jobs)),
                             lambda *a, **k: start_ours(*a, handler="noop", **k)),
+        "ours-2p": System("ours, --processes 2", version("userqueue"),
+                          lambda url, jobs: asyncio.run(our_enqueue_async(url, jobs)),
+                          lambda *a, **k: start_ours(*a, processes=2, **k)),
         "saq": System("saq", version("saq"), enqueue_saq, start_saq),
         "dramatiq": System("dramatiq", version("dramatiq"), enqueue_dramatiq, start_dramatiq),
         "celery": System("celery", version("celery"), enqueue_celery, start_celery),
