@@ -68,6 +68,7 @@ from engine.queue import Batch, Queue
 from . import metrics
 from .commit import GroupCommit
 from .context import AsyncJobContext, JobContext, Progress, takes_job
+from .deadlines import Deadlines
 from .outcomes import Outcome, check_result, failure
 from .runners import HandlerProcesses, HandlerThreads, HandlerTimeout
 
@@ -182,6 +183,7 @@ class Worker:
         # where a sync handler runs (workers/runners.py): threads unless told otherwise
         self._runner = runner or HandlerThreads(config.concurrency)
         self._runner.on_change = self._threads_changed
+        self._deadlines = Deadlines(config.job_timeout_seconds)  # async handlers' timeout
         self._running: dict[asyncio.Task, Claimed | None] = {}
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -450,14 +452,7 @@ class Worker:
         timeout = self.config.job_timeout_seconds
         if not self._is_async:
             return await self._runner.call(handler, data, timeout)
-        try:
-            async with asyncio.timeout(timeout) as deadline:  # no extra task
-                result = await handler(data)
-        except TimeoutError:
-            if deadline.expired():
-                raise HandlerTimeout from None
-            raise
-        return check_result(result)
+        return check_result(await self._deadlines.run(handler(data)))
 
     # ---- maintenance: heartbeats and reclaiming dead workers' jobs ----
 
