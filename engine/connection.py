@@ -66,7 +66,7 @@ POOL_WAIT_SECONDS = 20.0  # ...this long at most, then get an error
 # How long a reply may take before the command fails with a TimeoutError
 # (redis-py's default is 5 s). It must stay well above our longest blocking
 # read, or an idle wait ends as an error: the worker's BLPOP blocks 2 s
-# (Signals.BLOCK_SECONDS in workers/worker.py), the API's event reader's
+# (Signals.BLOCK_SECONDS in workers/signals.py), the API's event reader's
 # XREAD 1 s (EventHub._read in graph/live/events.py). A command that does
 # time out is retried by its caller: a worker keeps trying to record a job's
 # outcome until the job's lease would have run out, then leaves the job to be

@@ -105,10 +105,13 @@ async def sample_queue(queue: Queue) -> None:
     while True:
         try:
             shape = await queue.shape()
+            head_wait = await queue.head_wait()
+            # set together, after every read: a scrape between two reads would
+            # pair a fresh queue_users_waiting with the last sample's wait
             USERS_WAITING.set(shape.users_waiting)
             JOBS_RUNNING.set(shape.running)
             ARCHIVE_BACKLOG.set(shape.archive_backlog)
-            HEAD_WAIT.set(await queue.head_wait())
+            HEAD_WAIT.set(head_wait)
         except (RedisError, OSError) as exc:
             log.debug("metrics sample skipped: %s", exc)
         await asyncio.sleep(SAMPLE_SECONDS)
