@@ -223,13 +223,20 @@ class Queue:
         return JobRecord.from_fields(fields, jid)
 
     async def get_many(self, uid: str, jids: list[str]) -> dict[str, JobRecord]:
-        base = self.keys.user_base(uid)
+        return await self.get_owned({uid: jids})
+
+    async def get_owned(self, wanted: dict[str, list[str]]) -> dict[str, JobRecord]:
+        """Live records of several users' jobs, {uid: [jid]}, in one round trip:
+        {jid: record}, only of the jobs Redis holds and that are that user's."""
+        asked = [(uid, jid) for uid, jids in wanted.items() for jid in jids]
+        if not asked:
+            return {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for jid in jids:
-                pipe.hgetall(Keys.job(base, jid))
+            for uid, jid in asked:
+                pipe.hgetall(Keys.job(self.keys.user_base(uid), jid))
             rows = await pipe.execute()
         return {
-            jid: JobRecord.from_fields(f, jid) for jid, f in zip(jids, rows)
+            jid: JobRecord.from_fields(f, jid) for (uid, jid), f in zip(asked, rows)
             if f and f.get("uid") == uid
         }
 

@@ -82,9 +82,7 @@ async def history_page(queue: engine.Queue, archiver: Archiver, uid: str | None,
     for r in records:
         if not r.status.terminal or r.dequeued_at is None:
             live_ids.setdefault(r.user_id, []).append(r.id)
-    live: dict[str, JobRecord] = {}
-    for owner, jids in live_ids.items():
-        live |= await queue.get_many(owner, jids)
+    live = await queue.get_owned(live_ids)
     records = [live.get(r.id, r) for r in records]
     if status:
         records = [r for r in records if r.status.value == status]
@@ -101,9 +99,7 @@ async def _running_page(queue: engine.Queue, uid: str | None, first: int,
     wanted: dict[str, list[str]] = {}
     for jid, owner in running[:first]:
         wanted.setdefault(owner, []).append(jid)
-    live: dict[str, JobRecord] = {}
-    for owner, jids in wanted.items():
-        live |= await queue.get_many(owner, jids)
+    live = await queue.get_owned(wanted)
     records = [live[jid] for jid, _ in running[:first]
                if jid in live and live[jid].status == JobStatus.PROCESSING]
     return records, len(running) > first

@@ -151,6 +151,25 @@ def test_processing_pages_list_the_jobs_running_now_newest_first(api, settings):
     assert every_page(mine, "QUEUED") == [[{"id": ids[3], "status": "QUEUED"}]]
 
 
+def test_an_admin_sees_every_users_running_jobs_newest_first(api, app_client, settings):
+    """adminJobs(status: PROCESSING): the leases of all users, read in one round trip."""
+    from tests.test_admin_api import Users
+
+    people = Users(api, app_client)
+    ann, bob = people.add(), people.add()
+    ann_ids = [j["id"] for j in ann.enqueue_many(
+        [{"requestData": str(i), "orderingKey": f"k{i}"} for i in range(2)])]
+    bob_id = bob.enqueue("x")["id"]
+    waiting = bob.enqueue("y")["id"]  # bob's one lane is busy: this one waits
+    _claim_all(settings)
+    admin = people.admin()
+    page = admin.call("{adminJobs(status: PROCESSING, first: 10)"
+                      "{edges{node{id status}}}}")["adminJobs"]["edges"]
+    assert [e["node"] for e in page] == [
+        {"id": i, "status": "PROCESSING"} for i in sorted([*ann_ids, bob_id], reverse=True)]
+    assert waiting not in {e["node"]["id"] for e in page}
+
+
 async def test_a_page_stores_its_users_listed_changes_and_leaves_them_listed(settings,
                                                                               monkeypatch):
     """flush_user: the user's records reach MongoDB at once, others' wait for a pass,
