@@ -253,7 +253,9 @@ def test_random_documents_never_break_the_api(api):
 
 
 def test_expensive_documents_are_answered_quickly(api):
-    """Each one answered within a second (refused or not), never with a 5xx."""
+    """Each one answered within a second of CPU (refused or not), never with a 5xx.
+    CPU time, the work a document costs, since wall time on a loaded machine also
+    counts the other processes' turns; the API runs in this process."""
     victim, job = stored_job(api)
     attacker = api.as_user()
 
@@ -261,11 +263,12 @@ def test_expensive_documents_are_answered_quickly(api):
               suppress_health_check=list(HealthCheck))
     @given(query=expensive_documents())
     def post(query):
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         response = attacker.post(query)
-        elapsed = time.monotonic() - started
+        used, elapsed = time.process_time() - cpu, time.monotonic() - started
         check(response, query)
-        assert elapsed < 1, (elapsed, query[:300])
+        assert used < 1, (used, query[:300])
+        assert elapsed < 10, (elapsed, query[:300])  # nothing waits on anything either
 
     post()
     assert_intact(victim, job)
