@@ -29,7 +29,7 @@ from . import inmemory
 
 log = logging.getLogger(__name__)
 
-DIRECT_SLICE = 50  # in-memory records written between two turns of the event loop
+DIRECT_SLICE = 20  # in-memory records (about 0.4 ms) written between two turns of the event loop
 
 
 class Role(str, Enum):
