@@ -13,11 +13,6 @@ Past either deadline the client gets 408 and the connection is closed. The
 request never reached GraphQL, so nothing it asked for ran: no job was
 enqueued or touched. WebSocket upgrades are timed up to their headers only.
 
-And a response's head and body leave in one socket write (`OneWrite`):
-uvicorn writes the status line and headers when the app sends
-`http.response.start`, and the body at `http.response.body`, two system
-calls and often two TCP segments for an answer of a few hundred bytes.
-
 `python -m graph` runs uvicorn with this class (graph/__main__.py); a proxy
 in front should still keep its own limits (docs/operations.md). What it
 needs of uvicorn's internals is in graph/adapters.py.
@@ -36,50 +31,6 @@ def _timeout_response(message: str) -> bytes:
     body = json.dumps(error_body(message, "BAD_USER_INPUT")).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)) + body
-
-
-class OneWrite:
-    """The transport a request's cycle writes to: the response head is held until
-    the body's first write and goes out with it, in one `write`. If the body does
-    not follow in the same turn of the event loop (a streamed answer waiting for
-    its first part), the head goes out alone at the next turn, as before. Closing
-    writes what is held first. Everything else is the connection's transport."""
-
-    __slots__ = ("_transport", "_cycle", "_head", "_flush")
-
-    def __init__(self, transport, cycle):
-        self._transport, self._cycle, self._head = transport, cycle, None
-        self._flush = None
-
-    def write(self, data) -> None:
-        head = self._head
-        if head is not None:
-            self._head = None
-            self._flush.cancel()
-            self._transport.write(head + data)
-        elif self._flush is None and self._cycle.response_started \
-                and not self._cycle.response_complete and self._cycle.scope["method"] != "HEAD":
-            # the first write once the answer started: its head (held once; a HEAD
-            # request's answer has no body to wait for)
-            self._head = data
-            self._flush = asyncio.get_running_loop().call_soon(self._write_head)
-        else:
-            self._transport.write(data)
-
-    def _write_head(self) -> None:
-        head, self._head = self._head, None
-        if head is not None and not self._transport.is_closing():
-            self._transport.write(head)
-
-    def close(self) -> None:
-        self._write_head()
-        self._transport.close()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name):
-        return getattr(self._transport, name)
 
 
 class TimedHttpProtocol(HttpProtocol):
@@ -128,13 +79,6 @@ class TimedHttpProtocol(HttpProtocol):
 
     def connection_opened(self) -> None:
         self._set(self.head_timeout, self._head_too_slow)
-
-    def on_headers_complete(self) -> None:
-        before = self.cycle
-        super().on_headers_complete()
-        cycle = self.cycle
-        if cycle is not before and cycle is not None:  # a new request (not an upgrade)
-            cycle.transport = OneWrite(cycle.transport, cycle)
 
     def request_began(self) -> None:
         if self._due is None:  # a later request on a keep-alive connection
