@@ -17,6 +17,9 @@ what a resolver binds is seen by every later line of the same request, even
 from sibling tasks; outside a request it does nothing.
 
 It belongs outermost in the middleware list, so that it wraps everything.
+(The fast route for known documents, in front of the whole stack, does the
+same for what it answers with `request_id`, `enter` and `leave`:
+graph/http/fastroute.py.)
 """
 
 from __future__ import annotations
