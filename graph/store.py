@@ -8,7 +8,6 @@ bridges them.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from dataclasses import fields
@@ -28,8 +27,6 @@ from engine.jobs import JobRecord, JobStatus
 from . import inmemory
 
 log = logging.getLogger(__name__)
-
-DIRECT_SLICE = 20  # in-memory records (about 0.4 ms) written between two turns of the event loop
 
 
 class Role(str, Enum):
@@ -134,16 +131,9 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
         return
     collection = JobDocument.get_pymongo_collection()
     direct = inmemory.sync_collection(collection)
-    if direct is not None:  # the in-memory store: the same writes, applied directly, a
-        # slice at a time with requests served between (it runs on the API's event loop)
-        for lo in range(0, len(jobs), DIRECT_SLICE):
-            if lo:
-                await asyncio.sleep(0)
-            if not inmemory.upsert_versions(direct, [(j.id, j.version, JobDocument.fields_of(j))
-                                                     for j in jobs[lo:lo + DIRECT_SLICE]]):
-                break  # mongomock's own way for this collection, below
-        else:
-            return
+    if direct is not None and inmemory.upsert_versions(
+            direct, [(j.id, j.version, JobDocument.fields_of(j)) for j in jobs]):
+        return  # the in-memory store: the same writes, applied directly
     ops = [
         UpdateOne({"_id": j.id, "version": {"$lt": j.version}},
                   {"$set": JobDocument.fields_of(j)}, upsert=True)
