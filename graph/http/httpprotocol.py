@@ -36,15 +36,7 @@ def _timeout_response(message: str) -> bytes:
 class TimedHttpProtocol(HttpProtocol):
     head_timeout: float = 10.0
     body_timeout: float = 30.0
-    # The deadline (loop time) and what to do past it, or None. Setting and clearing
-    # one costs no timer: a connection keeps at most one timer, which at its time
-    # looks at the deadline then in force, and sets itself again for a later one.
-    # (A timer armed and cancelled for each request's head and body was about 2 %
-    # of the API's CPU under load.)
-    _due: float | None = None
-    _on_expiry = None
-    _timer: asyncio.TimerHandle | None = None
-    _timer_at: float = 0.0
+    _deadline: asyncio.TimerHandle | None = None
 
     @classmethod
     def with_timeouts(cls, head: float, body: float) -> type[TimedHttpProtocol]:
@@ -52,28 +44,13 @@ class TimedHttpProtocol(HttpProtocol):
         return type(cls.__name__, (cls,), {"head_timeout": head, "body_timeout": body})
 
     def _set(self, seconds: float, on_expiry) -> None:
-        loop = asyncio.get_running_loop()
-        self._due, self._on_expiry = loop.time() + seconds, on_expiry
-        if self._timer is None or self._timer_at > self._due:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = self._due
-            self._timer = loop.call_at(self._due, self._expired)
+        self._clear()
+        self._deadline = asyncio.get_running_loop().call_later(seconds, on_expiry)
 
     def _clear(self) -> None:
-        self._due = None
-
-    def _expired(self) -> None:
-        self._timer = None
-        if self._due is None:
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._due:  # a later deadline replaced the one this timer was for
-            self._timer_at = self._due
-            self._timer = loop.call_at(self._due, self._expired)
-            return
-        on_expiry, self._due = self._on_expiry, None
-        on_expiry()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     # ---- where the deadlines start and end (the hooks of graph/adapters.py) ----
 
@@ -81,14 +58,14 @@ class TimedHttpProtocol(HttpProtocol):
         self._set(self.head_timeout, self._head_too_slow)
 
     def request_began(self) -> None:
-        if self._due is None:  # a later request on a keep-alive connection
+        if self._deadline is None:  # a later request on a keep-alive connection
             self._set(self.head_timeout, self._head_too_slow)
 
     def head_arrived(self) -> None:
         self._clear()
 
     def body_expected(self) -> None:
-        if self._due is None:  # not while a pipelined request's head is on its way
+        if self._deadline is None:  # not while a pipelined request's head is on its way
             self._set(self.body_timeout, self._body_too_slow)
 
     def body_arrived(self) -> None:
@@ -99,17 +76,16 @@ class TimedHttpProtocol(HttpProtocol):
 
     def connection_closed(self) -> None:
         self._clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # ---- past a deadline ----
 
     def _head_too_slow(self) -> None:
+        self._deadline = None
         self._refuse(f"The request's headers did not arrive within {self.head_timeout:g} s "
                      "(HTTP_HEADER_TIMEOUT_SECONDS).")
 
     def _body_too_slow(self) -> None:
+        self._deadline = None
         # the app reads "http.disconnect"; its answer goes nowhere
         if not self.abandon_request():  # already answered: just close
             self.close_connection()
