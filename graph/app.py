@@ -45,7 +45,8 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
                 log.info("ready: http://%s:%s/graphql", settings.host, settings.port)
                 yield
 
-    return Starlette(
+    return Api(
+        graphql, settings.http_max_body_bytes,
         routes=[
             Route("/graphql", graphql),  # the view answers other methods with a JSON 405
             WebSocketRoute("/graphql", graphql),
@@ -61,10 +62,20 @@ def create_app(settings: Settings, *, dev_worker: bool = False) -> Starlette:
             # body and WebSocket message sizes, checked before anything parses them
             Middleware(SizeLimits, max_body_bytes=settings.http_max_body_bytes,
                        max_ws_message_bytes=settings.ws_max_message_bytes),
-            # innermost: a POST of a known document skips the router (fastroute.py)
-            Middleware(GraphQLPost, view=graphql),
         ],
     )
+
+
+class Api(Starlette):
+    """Starlette, with a POST of a known document answered in front of all its
+    layers (graph/http/fastroute.py), before its own error middleware."""
+
+    def __init__(self, view: GraphQLView, max_body_bytes: int, **kwargs):
+        self.view, self.max_body_bytes = view, max_body_bytes
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self):
+        return GraphQLPost(super().build_middleware_stack(), self.view, self.max_body_bytes)
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,12 @@ the archiver and an in-process worker stalled with it. Three narrow patches:
 - an update of one document by `_id` that only `$set`s top-level fields (the
   archiver's upsert) is applied directly, not by mongomock's per-field routine.
 
+- the archiver's batch of version-guarded upserts (`save_job_snapshots`)
+  is applied straight to the collection's documents (`upsert_versions`),
+  as the patched update above applies each, without pymongo's `UpdateOne`
+  objects and mongomock's bulk-write machinery around them: those cost
+  about as much as the writes (bench/history_writes.py).
+
 Every document walked still passes mongomock's own `filter_applies`, so a
 query answers what mongomock would; only the order of work changes. A field
 indexed this way must never change in place after insert (the jobs' `user_id`
@@ -199,6 +205,53 @@ def _id_sort(sort) -> int | None:
     if len(items) == 1 and items[0][0] == "_id":
         return -1 if items[0][1] < 0 else 1
     return None
+
+
+def sync_collection(collection):
+    """The mongomock collection behind a mongomock-motor one once `install` has
+    patched mongomock; None for anything else (a real MongoDB's collection)."""
+    import mongomock.store
+
+    if not getattr(mongomock.store.CollectionStore, "_patched_for_order", False):
+        return None
+    inner = getattr(collection, "_AsyncMongoMockCollection__collection", None)
+    return inner if inner is not None and hasattr(inner, "_store") else None
+
+
+def upsert_versions(collection, rows) -> bool:
+    """Upsert each (key, version, fields): `{"_id": key, "version": {"$lt": version}}`,
+    `{"$set": fields}`, `upsert=True`, as mongomock (with the patched update) does
+    for the bulk write of those, duplicate-key refusals ignored: a document at the
+    same or a newer version is left as it is. False, having done nothing, for a
+    collection that needs mongomock's own way (TTL or unique indexes beyond `_id`)."""
+    from bson import BSON, ObjectId
+    from mongomock import helpers
+    from mongomock.filtering import filter_applies
+
+    store = collection._store
+    if store._ttl_indexes or _unique_beyond_id(store) \
+            or not all(isinstance(key, (str, ObjectId)) for key, _, _ in rows):
+        return False
+    documents = store._documents
+    patch = helpers.patch_datetime_awareness_in_document
+    for key, version, fields in rows:
+        fields = _as_stored(fields, patch)
+        if fields.get("_id", key) != key:
+            raise ValueError("a record's fields name another _id")
+        old = documents.get(key)
+        if old is None:
+            new = {"_id": key, **fields}
+            BSON.encode(new)  # what mongomock's insert checks: values MongoDB can store
+            store[key] = new
+            continue
+        spec = {"_id": key, "version": {"$lt": version}}
+        if _applies(spec, old, filter_applies):
+            new = {**old, **fields}
+            if new != old:
+                store[key] = new
+        # else the stored version is the same or newer: the upsert's insert would hit
+        # the _id (a duplicate key, which the archiver ignores)
+    return True
 
 
 def install(ordered_by: dict[str, tuple[str, ...]]) -> None:

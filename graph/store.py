@@ -129,13 +129,18 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
     """
     if not jobs:
         return
+    collection = JobDocument.get_pymongo_collection()
+    direct = inmemory.sync_collection(collection)
+    if direct is not None and inmemory.upsert_versions(
+            direct, [(j.id, j.version, JobDocument.fields_of(j)) for j in jobs]):
+        return  # the in-memory store: the same writes, applied directly
     ops = [
         UpdateOne({"_id": j.id, "version": {"$lt": j.version}},
                   {"$set": JobDocument.fields_of(j)}, upsert=True)
         for j in jobs
     ]
     try:
-        await JobDocument.get_pymongo_collection().bulk_write(ops, ordered=False)
+        await collection.bulk_write(ops, ordered=False)
     except BulkWriteError as exc:
         others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
         if others:

@@ -17,6 +17,9 @@ what a resolver binds is seen by every later line of the same request, even
 from sibling tasks; outside a request it does nothing.
 
 It belongs outermost in the middleware list, so that it wraps everything.
+(The fast route for known documents, in front of the whole stack, does the
+same for what it answers with `request_id`, `enter` and `leave`:
+graph/http/fastroute.py.)
 """
 
 from __future__ import annotations
@@ -74,6 +77,23 @@ def drop_query_strings_from_access_log() -> None:
         access.addFilter(DropQueryString())
 
 
+def request_id(given: bytes | None) -> str:
+    """The client's id when it is a sane token, else a new one."""
+    # 32 random hex digits: what uuid4().hex gave, without building a UUID (less Python a request)
+    return given.decode() if given and _SANE.fullmatch(given) else os.urandom(16).hex()
+
+
+def enter(rid: str) -> tuple:
+    """Make `rid` the request id of every log line from here (and bind()'s target)."""
+    fields = {**log_context.get(), "request_id": rid}
+    return _fields.set(fields), log_context.set(fields)  # the same dict: bind() shows in every line
+
+
+def leave(tokens: tuple) -> None:
+    log_context.reset(tokens[1])
+    _fields.reset(tokens[0])
+
+
 class RequestId:
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -82,12 +102,8 @@ class RequestId:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
-        given = header(scope, HEADER) or b""
-        # 32 random hex digits: what uuid4().hex gave, without building a UUID (less Python a request)
-        rid = given.decode() if _SANE.fullmatch(given) else os.urandom(16).hex()
-        fields = {**log_context.get(), "request_id": rid}
-        token_fields = _fields.set(fields)
-        token_context = log_context.set(fields)  # the same dict: bind() shows in every line
+        rid = request_id(header(scope, HEADER))
+        tokens = enter(rid)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -98,5 +114,4 @@ class RequestId:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log_context.reset(token_context)
-            _fields.reset(token_fields)
+            leave(tokens)

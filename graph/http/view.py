@@ -34,7 +34,8 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
+from strawberry.http import process_result as strawberry_process_result
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -44,6 +45,7 @@ from ..adapters import WebSocketView
 from ..context import Context
 from ..errors import CODES, ApiError, error_body, fix_all, log_unexpected
 from ..live.fanout import LiveConnection
+from . import requestid
 from .accept import GRAPHQL_RESPONSE, JSON, preferred
 from .graphiql import LocalGraphiQL
 from .prepared import PreparedDocuments
@@ -188,9 +190,10 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
         response.headers.add_vary_header("Accept")  # the answer (GraphiQL or which JSON) follows it
         await response(request.scope, request.receive, send)
 
-    async def serve_known(self, scope, receive, send, body: bytes) -> bool:
-        """Answer a JSON POST of a document the prepared path runs, as `run` would
-        (graph/http/fastroute.py); False, having done nothing, for any other request."""
+    async def serve_known(self, scope, receive, send, body: bytes, rid: str) -> bool:
+        """Answer a JSON POST of a document the prepared path runs, as `run` would,
+        with `rid` as its X-Request-ID (graph/http/fastroute.py); False, having done
+        nothing, for any other request."""
         content_type = accept = None
         for name, value in scope["headers"]:  # the first of each, as starlette's Headers.get
             if name == b"content-type":
@@ -220,26 +223,40 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
         if self.prepared.operation(query, name) is None:
             return False  # not a document the prepared path knows
         request = Request(scope=scope, receive=receive)
-        request.state.media_type = media_type
+        services = request.app.state.services
+        sub_response = _SubResponse(media_type)  # what get_sub_response gives, built directly
         try:
-            root_value = await self.get_root_value(request)
-            sub_response = await self.get_sub_response(request)
             context = await self.get_context(request, sub_response)
-            result = await self.prepared.execute(query, variables, name, context, root_value,
+            result = await self.prepared.execute(query, variables, name, context, None,
                                                  _POST_ALLOWED)
         except Exception as exc:  # answered as the general path answers what run() raises
-            await self.answer(request, _raising(exc), send)
+            request.state.media_type = media_type
+            await self.answer(request, _raising(exc), _with_id(send, rid))
             return True
         if result is None:
             return False  # nothing ran (see PreparedDocuments.execute)
-        await self.answer(request, self._respond(request, result, sub_response), send)
-        return True
-
-    async def _respond(self, request, result, sub_response):
-        """The end of strawberry's `run` for one executed operation."""
-        response_data = await self.process_result(request, result)
+        response_data = self.result_body(result, media_type, services)
         if result.errors:
             self._handle_errors(result.errors, response_data)
+        content = self.encode_json(response_data)
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        if sub_response.raw_headers or sub_response.status_code or sub_response.background \
+                or len(content) > services.settings.http_max_response_bytes:
+            # a resolver shaped the answer, or it is over the size limit: starlette's way
+            request.state.media_type = media_type
+            await self.answer(request, self._created(response_data, sub_response),
+                              _with_id(send, rid))
+            return True
+        await send({"type": "http.response.start", "status": _status(response_data),
+                    "headers": [(b"content-length", b"%d" % len(content)),
+                                (b"content-type", media_type.encode("latin-1")),
+                                (b"vary", b"Accept"),
+                                (requestid.HEADER, rid.encode())]})
+        await send({"type": "http.response.body", "body": content})
+        return True
+
+    async def _created(self, response_data, sub_response):
         return self.create_response(response_data, sub_response)
 
     def _negotiate(self, accept: bytes | None) -> tuple[str, bool]:
@@ -347,11 +364,14 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
 
     async def process_result(self, request, result):
         """The last pass over errors before they leave: every one has its code."""
-        services = getattr(request.app.state, "services", None)
+        return self.result_body(result, request.state.media_type,
+                                getattr(request.app.state, "services", None))
+
+    def result_body(self, result, media_type: str, services) -> dict:
         fix_all(result.errors, suggestions=bool(
             services and services.settings.graphql_introspection))
-        body = await super().process_result(request, result)
-        if request.state.media_type == GRAPHQL_RESPONSE and is_request_error(result):
+        body = strawberry_process_result(result)  # what strawberry's process_result returns
+        if media_type == GRAPHQL_RESPONSE and is_request_error(result):
             del body["data"]  # the spec's request error: no data entry (create_response: 400)
         return body
 
@@ -370,7 +390,41 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
         response = super().create_response(response_data, sub_response)
         response.headers["content-type"] = sub_response.media_type
         if isinstance(response_data, dict) and "data" not in response_data:
-            codes = {(error.get("extensions") or {}).get("code")
-                     for error in response_data.get("errors") or ()}
-            response.status_code = 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+            response.status_code = _status(response_data)
         return response
+
+
+def _status(response_data: dict) -> int:
+    """200, or for an answer with no `data` entry (a request error, as
+    application/graphql-response+json has it) 400, or 500 when the fault was ours."""
+    if "data" in response_data:
+        return 200
+    codes = {(error.get("extensions") or {}).get("code")
+             for error in response_data.get("errors") or ()}
+    return 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+
+
+class _SubResponse(Response):
+    """strawberry's sub-response (`get_sub_response`): no status, no headers, plus the
+    media type the answer goes out in; made without starlette's header set-up."""
+
+    def __init__(self, media_type: str):
+        self.status_code = None
+        self.background = None
+        self.body = b""
+        self.raw_headers = []
+        self.media_type = media_type
+
+
+def _with_id(send, rid: str):
+    """`send`, adding X-Request-ID to the answer as RequestId does."""
+    value = rid.encode()
+
+    async def send_with_id(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ())
+                       if k.lower() != requestid.HEADER]
+            message = {**message, "headers": [*headers, (requestid.HEADER, value)]}
+        await send(message)
+
+    return send_with_id
