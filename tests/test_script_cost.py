@@ -13,7 +13,7 @@ from tests.test_scheduling import add, job, redis_ms
 
 async def test_a_lane_ranks_by_its_head_s_due_time_to_the_millisecond(queue):
     """Two keys of one priority whose heads fell due 5 ms apart start in due
-    order, not by key name (a score written with '%.14g' rounded to 100 ms)."""
+    order, not by key name: the score, 16 digits, is written as text exactly."""
     [ann] = users(1)
     past = (await redis_ms(queue) // 1000 - 3600) * 1000 + 10  # an hour ago, mid-100 ms
     later_a, early_b = await add(queue, ann, job(ann, "a", "a", run_at_ms=past + 5),

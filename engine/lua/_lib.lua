@@ -24,9 +24,9 @@ local function now_ms()
 end
 
 --@helper int
--- An integer as Redis takes it: text. A number passed to redis.call is
--- written with '%.14g' (lua_Number's format): twice the work of '%d', and it
--- rounds beyond 14 digits (a lane's score has 16). Written once a script run.
+-- An integer as Redis takes it: text. Redis writes a number passed to
+-- redis.call with '%.17g' (and Lua's tostring or `..` with '%.14g'): about
+-- twice the work of '%d'. Each value is written once a script run.
 local int_text = {}
 local function int(n)
   local s = int_text[n]
