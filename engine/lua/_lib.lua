@@ -61,23 +61,28 @@ end
 --@helper deferred
 -- Writes the hot scripts (claim, finish, finish_many) make once, at their
 -- end, instead of once a job: entries of the archive list, the queued count
--- and the throughput bucket's fields, users' states, users going to the back
--- of the rotation. Off (deferred() is nil) unless the script called defer();
+-- and the throughput bucket's fields, users' states, the rotation's changes
+-- at both ends, the leases taken and dropped. Off (deferred() is nil) unless the script called defer();
 -- it must then end with `return done(reply)` (engine/scripts.py refuses it
 -- otherwise). Redis runs a script atomically, so nobody else sees when within
 -- it a write was made; the script's own reads of these keys go through the
 -- helpers (state_of, rotation_pop, rotation_waits), which see the writes.
 -- state: uid -> its state ('' idle) as it will be written; known: uid -> as
--- stored now, when known (no write when the two agree).
+-- stored now, when known (no write when the two agree). The rotation is
+-- head (taken from Redis, not yet used, or pushed to the front), then what
+-- Redis holds (none if rotation_empty), then tail. No script reads the
+-- leases it takes or drops (reclaim and heartbeat do not defer).
 local later = nil
 local function deferred() return later end
 
 --@helper defer
 --@include deferred
-local function defer()
+-- batch: the script handles many jobs (leases too are deferred: one ZADD,
+-- one ZREM; for one job that would only cost two tables).
+local function defer(batch)
   if deferred() then return end  -- already
-  later = {archive = {}, queued = 0, counts = {}, state = {}, known = {}, tail = {},
-           rotation_empty = false, t = 0}
+  later = {batch = batch, archive = {}, queued = 0, counts = {}, state = {}, known = {}, head = {}, tail = {},
+           rotation_empty = false, leases = {}, t = 0}
 end
 
 --@helper done
@@ -114,7 +119,17 @@ local function done(reply)
   end
   if #set > 0 then redis.call('MSET', unpack(set)) end
   if #gone > 0 then redis.call('DEL', unpack(gone)) end
+  if #w.head > 0 then  -- LPUSH puts its last argument first
+    local front = {}
+    for i = #w.head, 1, -1 do front[#front + 1] = w.head[i] end
+    redis.call('LPUSH', keys.rotation(), unpack(front))
+  end
   if #w.tail > 0 then redis.call('RPUSH', keys.rotation(), unpack(w.tail)) end
+  -- w.leases: the leases dropped (uid:jid), then taken (deadline, uid:jid); a job
+  -- retried at once may start again in the same script: dropped first
+  local gone, taken = w.leases.gone, w.leases.taken
+  if gone then redis.call('ZREM', keys.leases(), unpack(gone)) end
+  if taken then redis.call('ZADD', keys.leases(), unpack(taken)) end
   return reply
 end
 
@@ -156,9 +171,10 @@ end
 -- A user joins the rotation: at its back, or (front) its front.
 local function rotation_push(uid, front)
   local w = deferred()
-  if front then
+  if front and w then
+    table.insert(w.head, 1, uid)
+  elseif front then
     redis.call('LPUSH', keys.rotation(), uid)
-    if w then w.rotation_empty = false end
   elseif w then
     w.tail[#w.tail + 1] = uid
   else
@@ -167,15 +183,24 @@ local function rotation_push(uid, front)
 end
 
 --@helper rotation_pop
---@include keys, deferred
+--@include keys, int, deferred
 -- The user at the front of the rotation, taken out of it; nil: none.
-local function rotation_pop()
+-- more: how many more the caller will take at most (it takes them from Redis
+-- in one call when it defers; the ones left over go back at the end).
+local function rotation_pop(more)
   local w = deferred()
-  if not (w and w.rotation_empty) then
-    local uid = redis.call('LPOP', keys.rotation())
-    if uid or not w then return uid or nil end
-    w.rotation_empty = true
+  if not w then return redis.call('LPOP', keys.rotation()) or nil end
+  if #w.head == 0 and not w.rotation_empty then
+    if (more or 1) > 1 then  -- LPOP with a count answers a list
+      local got = redis.call('LPOP', keys.rotation(), int(more))
+      if got then w.head = got else w.rotation_empty = true end
+    else
+      local uid = redis.call('LPOP', keys.rotation())
+      if uid then return uid end
+      w.rotation_empty = true
+    end
   end
+  if #w.head > 0 then return table.remove(w.head, 1) end
   return table.remove(w.tail, 1)
 end
 
@@ -184,7 +209,7 @@ end
 -- Someone is in the rotation.
 local function rotation_waits()
   local w = deferred()
-  if w and #w.tail > 0 then return true end
+  if w and (#w.head > 0 or #w.tail > 0) then return true end
   if w and w.rotation_empty then return false end
   return redis.call('LLEN', keys.rotation()) > 0
 end
@@ -370,9 +395,15 @@ local function holds_lease(jid, token)
 end
 
 --@helper drop_lease
---@include keys, member
+--@include keys, member, deferred
 local function drop_lease(uid, jid)
-  redis.call('ZREM', keys.leases(), member(uid, jid))
+  local w = deferred()
+  if w and w.batch then
+    local gone = w.leases.gone or {}
+    gone[#gone + 1], w.leases.gone = member(uid, jid), gone
+  else
+    redis.call('ZREM', keys.leases(), member(uid, jid))
+  end
 end
 
 --@helper lane_list
@@ -523,8 +554,10 @@ local function replace(uid, t, force)
   if state == 'r' and (force or redis.call('ZCARD', keys.lanes(uid)) == 0) then
     redis.call('LREM', keys.rotation(), 1, uid)
     local w = deferred()
-    for i, queued in ipairs(w and w.tail or {}) do
-      if queued == uid then table.remove(w.tail, i) break end
+    for _, list in ipairs(w and {w.head, w.tail} or {}) do
+      for i, queued in ipairs(list) do
+        if queued == uid then table.remove(list, i) break end
+      end
     end
     state = 'x'
   end
@@ -685,7 +718,7 @@ local function promote_due(t)
 end
 
 --@helper start_job
---@include keys, int, member, count_queued, job_update
+--@include keys, int, member, deferred, count_queued, job_update
 -- Start one job under a lease: its attempt counted, its lane marked running,
 -- no progress yet (that was an earlier attempt's), and jobUpdates hears
 -- STARTED if someone follows the job (`sub`). One read, one write of its hash.
@@ -702,7 +735,14 @@ local function start_job(uid, jid, lane, owner, lease_ms, t)
   redis.call('HSET', jk, 'status', 'PROCESSING', 'started', int(t), 'token', token,
              'attempts', n, 'v', int(tonumber(v or 0) + 1))
   if progress or pmsg then redis.call('HDEL', jk, 'progress', 'pmsg') end
-  redis.call('ZADD', keys.leases(), int(t + lease_ms), member(uid, jid))
+  local w = deferred()
+  if w and w.batch then
+    local taken = w.leases.taken or {}
+    taken[#taken + 1], taken[#taken + 2] = int(t + lease_ms), member(uid, jid)
+    w.leases.taken = taken
+  else
+    redis.call('ZADD', keys.leases(), int(t + lease_ms), member(uid, jid))
+  end
   redis.call('HSET', keys.busy(uid), lane, jid)
   count_queued(uid, -1, t)
   if sub then job_update(uid, jid, 'STARTED') end
@@ -721,7 +761,7 @@ local function claim(n, owner, lease_ms, t)
   promote_due(t)
   local out = {}
   while #out < n do
-    local uid = rotation_pop()
+    local uid = rotation_pop(n - #out)
     if not uid then break end
     local best = redis.call('ZPOPMIN', keys.lanes(uid))
     local lim = user_limits(uid)

@@ -17,7 +17,7 @@ local max_attempts, retry_base_ms = ARGV[1], ARGV[2]  -- read on a failure only
 local claim_n, owner, lease_ms = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local bounds = bounds_at(6)
 local t = now_ms()
-defer()  -- the writes a job repeats, made once at the end (done)
+defer(true)  -- the writes a job repeats, made once at the end (done)
 local quiet = claim_n > 0
 local verdicts = {}
 for i = 11, #ARGV, 8 do
