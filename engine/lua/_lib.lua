@@ -450,8 +450,11 @@ end
 -- after reading it, changes both. While no user of the shard has limits of
 -- its own (the `limited` set is empty: the usual case), nobody's hash is read.
 -- own: the user may have limits of its own (false: the defaults, never changed).
+-- Every user of a shard without limits shares one table of the defaults
+-- (claim changes a table only under a start rate or a weight).
 local limits_read = {}
 local shard_limited = nil
+local defaults = nil
 local function user_limits(uid)
   local lim = limits_read[uid]
   if lim then return lim end
@@ -460,10 +463,13 @@ local function user_limits(uid)
   if shard_limited then
     c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
       'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
+  elseif defaults then
+    return defaults
   end
   lim = {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
          paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
          weight = tonumber(weight or 1), own = shard_limited}
+  if not shard_limited then defaults = lim end
   limits_read[uid] = lim
   return lim
 end
