@@ -3,10 +3,12 @@ lua/_lib.lua: deferred writes, numbers written as text)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from engine.queue import Finish
-from engine.scripts import ScriptError, check_returns
+from engine.scripts import LUA_DIR, ScriptError, check_returns, expand_keys, source
 from tests.test_engine import claim, finish, ids, make_queue, queue, redis, users  # noqa: F401
 from tests.test_scheduling import add, job, redis_ms
 
@@ -50,3 +52,17 @@ def test_a_script_that_defers_writes_must_return_through_done():
     check_returns("good.lua", "defer()\nif x then return done({'a'}) end\nreturn done({'b'})\n")
     with pytest.raises(ScriptError, match="return done"):
         check_returns("bad.lua", "defer()\nif x then return {'early'} end\nreturn done({'b'})\n")
+
+
+def test_the_helpers_keys_are_written_out_as_the_key_names_of_the_table():
+    code = "redis.call('HGET', keys.job(jid), 'x')  -- keys.job(jid) in a comment\n" \
+           "local b = keys.throughput(int(math.floor(t / 10))) .. keys.rotation()\n"
+    assert expand_keys(code) == (
+        "redis.call('HGET', (KEYS[1] .. ':j:' .. jid), 'x')  -- keys.job(jid) in a comment\n"
+        "local b = (KEYS[1] .. ':tp:' .. (int(math.floor(t / 10)))) .. (KEYS[1] .. ':rot')\n")
+    with pytest.raises(ScriptError, match="no key named"):
+        expand_keys("keys.nothing(uid)")
+    finish = source("finish")
+    helpers = re.sub(r"--[^\n]*", "", finish[:finish.index((LUA_DIR / "finish.lua").read_text())])
+    assert "KEYS[1] .. ':j:' .. jid" in helpers
+    assert not re.search(r"keys\.\w+\(", helpers), "helpers use the keys written out"
