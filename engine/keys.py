@@ -194,22 +194,35 @@ class Keys:
         return _key("auth_attempts", prefix=self.prefix, client=client)
 
 
-def lua_keys() -> str:
+def shard_key(name: str, args: list[str], base: str = "base") -> str | None:
+    """The Lua expression of a shard key: `shard_key("pending", ["uid"])` is
+    `base .. ':u:' .. uid .. ':pending'`, `base` (a Lua expression) being the
+    script's KEYS[1]. None for a key outside the shards (a counter)."""
+    parts = list(Formatter().parse(LAYOUT[name]))
+    if parts[0][:2] != ("", "base"):
+        return None
+    values = dict(zip([f for f in fields(name) if f != "base"], args))
+    expr = []
+    for literal, field, _, _ in parts:
+        if literal:
+            expr.append("'" + literal.replace("\\", "\\\\").replace("'", "\\'") + "'")
+        if field is not None:
+            expr.append(base if field == "base" else values[field])
+    return " .. ".join(expr)
+
+
+def lua_keys(names=None) -> str:
     """The shard's keys as Lua functions of the script's KEYS[1], the shard's
-    base key: `keys.pending(uid)` is `Keys.pending(base, uid)`. The counters
-    are left out: their scripts get the whole key as KEYS[1]."""
+    base key: `keys.pending(uid)` is `Keys.pending(base, uid)`; `names`: only
+    those (None: all). The counters are left out: their scripts get the whole
+    key as KEYS[1]."""
     lines = ["-- the key names of engine/keys.py (LAYOUT), of the shard whose base key is KEYS[1]",
-             "local base = KEYS[1]", "local keys = {"]
-    for name, template in LAYOUT.items():
-        parts = list(Formatter().parse(template))
-        if parts[0][:2] != ("", "base"):
+             "local base = KEYS[1]"]
+    table = []
+    for name in LAYOUT:
+        args = [f for f in fields(name) if f != "base"]
+        expr = shard_key(name, args)
+        if expr is None or (names is not None and name not in names):
             continue
-        expr = []
-        for literal, field, _, _ in parts:
-            if literal:
-                expr.append("'" + literal.replace("\\", "\\\\").replace("'", "\\'") + "'")
-            if field is not None:
-                expr.append(field)
-        args = ", ".join(f for f in fields(name) if f != "base")
-        lines.append(f"  {name} = function({args}) return {' .. '.join(expr)} end,")
-    return "\n".join(lines + ["}"])
+        table.append(f"  {name} = function({', '.join(args)}) return {expr} end,")
+    return "\n".join(lines + ["local keys = {", *table, "}"])

@@ -15,7 +15,7 @@ import re
 from functools import cache
 from pathlib import Path
 
-from .keys import lua_keys
+from .keys import LAYOUT, lua_keys, shard_key
 
 LUA_DIR = Path(__file__).parent / "lua"
 LIBRARY = "_lib.lua"
@@ -49,6 +49,7 @@ CONSTANTS = {
 _HELPER = re.compile(r"^--@helper\s+(\w+)[ \t]*$", re.MULTILINE)
 _INCLUDE = re.compile(r"^--@include\s+(.+)$", re.MULTILINE)
 _COMMENT = re.compile(r"--[^\n]*")
+_KEY_CALL = re.compile(r"(?<![\w.])keys\.(\w+)\(")
 
 
 class ScriptError(Exception):
@@ -97,6 +98,14 @@ def check_includes(what: str, text: str) -> list[str]:
     return named
 
 
+def check_returns(what: str, text: str) -> None:
+    """A script that defers writes (defer() in _lib.lua) has them made by
+    done(): each of its returns must go through it, or they are lost."""
+    code = _COMMENT.sub("", text)
+    if len(re.findall(r"\breturn\b", code)) != len(re.findall(r"\breturn done\(", code)):
+        raise ScriptError(f"{what} defers writes: each return must be `return done(...)`")
+
+
 def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
     """Append `name` to `order` after the helpers it needs (depth first)."""
     if name in order:
@@ -107,6 +116,79 @@ def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
     for needed in needs:  # `keys` is generated, and calls nothing
         _add(needed, order, path + (name,))
     order.append(name)
+
+
+def _call_args(code: str, start: int) -> tuple[list[str], int]:
+    """The arguments of the call whose `(` is at code[start - 1], and the index
+    after its `)`; strings and nested brackets are skipped over whole."""
+    args, i, arg_start = [], start, start
+    closing = {"(": ")", "[": "]", "{": "}"}
+    stack = []  # the closing brackets awaited, innermost last
+    while i < len(code):
+        c = code[i]
+        if c in "'\"":
+            i += 1
+            while code[i] != c:
+                i += 2 if code[i] == "\\" else 1
+        elif c in closing:
+            stack.append(closing[c])
+        elif stack and c == stack[-1]:
+            stack.pop()
+        elif c == ")":
+            args.append(code[arg_start:i].strip())
+            return [a for a in args if a], i + 1
+        elif c == "," and not stack:
+            args.append(code[arg_start:i].strip())
+            arg_start = i + 1
+        i += 1
+    raise ScriptError(f"unclosed call in {code[start - 40:start + 40]!r}")
+
+
+def expand_keys(code: str) -> str:
+    """A helper's `keys.NAME(args)` calls written as the keys themselves
+    (`KEYS[1] .. ':j:' .. jid`). A script builds its helpers on every call:
+    a table of closures, one a key, cost as much as the rest of a short
+    script's prelude, and every helper that captured it (an upvalue) paid a
+    walk of Lua's open upvalues (bench/RESULTS.md, "Redis time per job").
+    Comments are left as they are."""
+    out = []
+    for line in code.split("\n"):
+        cut = _code_end(line)
+        out.append(_expand_line(line[:cut]) + line[cut:])
+    return "\n".join(out)
+
+
+def _code_end(line: str) -> int:
+    """Where a line's comment starts (outside strings), or its length."""
+    quote, i = None, 0
+    while i < len(line):
+        c = line[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif line.startswith("--", i):
+            return i
+        i += 1
+    return len(line)
+
+
+def _expand_line(code: str) -> str:
+    out, i = [], 0
+    for m in _KEY_CALL.finditer(code):
+        if m.start() < i:
+            continue  # inside a call expanded already
+        if m.group(1) not in LAYOUT:
+            raise ScriptError(f"no key named {m.group(1)!r}")
+        args, end = _call_args(code, m.end())
+        args = [a if a.isidentifier() else f"({_expand_line(a)})" for a in args]
+        expr = "(" + shard_key(m.group(1), args, base="KEYS[1]") + ")"
+        out.append(code[i:m.start()] + expr)
+        i = end
+    return "".join(out) + code[i:]
 
 
 @cache
@@ -121,10 +203,16 @@ def source(name: str, user_concurrency: int = 1) -> str:
     order: list[str] = []
     for needed in check_includes(f"{name}.lua", text):
         _add(needed, order, (f"{name}.lua",))
+    if "defer" in order:
+        check_returns(f"{name}.lua", text)
     constants = "-- engine/scripts.py (CONSTANTS)\n" + "".join(
         f"local {k} = {v!r}\n" for k, v in
         {**CONSTANTS, "USER_CONCURRENCY": int(user_concurrency)}.items())
-    return "\n".join([constants] + [helpers()[h] for h in order] + [text])
+    # the helpers' keys are written out (expand_keys); the script's own keep
+    # their `keys` functions (its text is run as written), only those it names
+    used = set(_KEY_CALL.findall(_COMMENT.sub("", text)))
+    return "\n".join([constants] + [lua_keys(used) if h == "keys" else expand_keys(helpers()[h])
+                                     for h in order] + [text])
 
 
 def register(redis, user_concurrency: int = 1) -> dict:

@@ -23,33 +23,214 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+--@helper int
+-- An integer as Redis takes it: text. Redis writes a number passed to
+-- redis.call with '%.17g' (and Lua's tostring or `..` with '%.14g'): about
+-- twice the work of '%d'. Each value is written once a script run.
+local int_text = {}
+local function int(n)
+  local s = int_text[n]
+  if not s then
+    s = string.format('%d', n)
+    int_text[n] = s
+  end
+  return s
+end
+
 --@helper member
 -- A running or changed job in the shard's leases and archive: `uid:jid`.
 local function member(uid, jid) return uid .. ':' .. jid end
 
 --@helper bucket
---@include keys
+--@include keys, int
 -- The shard's throughput bucket of time t (ms): a hash of the 10 s starting at
 -- bucket * BUCKET_MS. Fields: e enqueued, c completed, f failed; q0 the
 -- shard's QUEUED count before the bucket's first change, dq the change since
 -- (so q0 + dq after its last; see count_queued). Each field's first write sets the hash to expire
 -- THROUGHPUT_KEEP_SECONDS later: a few EXPIREs a bucket, not one a job.
+local bucket_of = {}
 local function bucket(t)
-  return keys.throughput(math.floor(t / BUCKET_MS))
+  local bk = bucket_of[t]
+  if not bk then
+    bk = keys.throughput(int(math.floor(t / BUCKET_MS)))
+    bucket_of[t] = bk
+  end
+  return bk
+end
+
+--@helper deferred
+-- Writes the hot scripts (claim, finish, finish_many) make once, at their
+-- end, instead of once a job: entries of the archive list, the queued count
+-- and the throughput bucket's fields, users' states, the rotation's changes
+-- at both ends, the leases taken and dropped. Off (deferred() is nil) unless the script called defer();
+-- it must then end with `return done(reply)` (engine/scripts.py refuses it
+-- otherwise). Redis runs a script atomically, so nobody else sees when within
+-- it a write was made; the script's own reads of these keys go through the
+-- helpers (state_of, rotation_pop, rotation_waits), which see the writes.
+-- state: uid -> its state ('' idle) as it will be written; known: uid -> as
+-- stored now, when known (no write when the two agree). The rotation is
+-- head (taken from Redis, not yet used, or pushed to the front), then what
+-- Redis holds (none if rotation_empty), then tail. No script reads the
+-- leases it takes or drops (reclaim and heartbeat do not defer).
+local later = nil
+local function deferred() return later end
+
+--@helper defer
+--@include deferred
+-- batch: the script handles many jobs (leases too are deferred: one ZADD,
+-- one ZREM; for one job that would only cost two tables).
+local function defer(batch)
+  if deferred() then return end  -- already
+  later = {batch = batch, archive = {}, queued = 0, counts = {}, state = {}, known = {}, head = {}, tail = {},
+           rotation_empty = false, leases = {}, t = 0}
+end
+
+--@helper done
+--@include keys, int, bucket, deferred
+-- The deferred writes made; returns the script's reply.
+local function done(reply)
+  local w = deferred()
+  if not w then return reply end
+  later = nil
+  if #w.archive > 0 then redis.call('RPUSH', keys.archive(), unpack(w.archive)) end
+  local bk = (w.queued ~= 0 or next(w.counts)) and bucket(w.t)
+  if w.queued ~= 0 then
+    local after = redis.call('HINCRBY', keys.counts(), 'queued', int(w.queued))
+    local dq = redis.call('HINCRBY', bk, 'dq', int(w.queued))
+    if dq == w.queued then  -- the bucket's first change (or its sum back at it): see count_queued
+      redis.call('HSET', bk, 'q0', int(after - dq))
+      redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
+    end
+  end
+  for field, n in pairs(w.counts) do
+    if redis.call('HINCRBY', bk, field, int(n)) == n then
+      redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
+    end
+  end
+  local set, gone = {}, {}
+  for uid, state in pairs(w.state) do
+    if w.known[uid] ~= state then
+      if state == '' then
+        gone[#gone + 1] = keys.state(uid)
+      else
+        set[#set + 1], set[#set + 2] = keys.state(uid), state
+      end
+    end
+  end
+  if #set > 0 then redis.call('MSET', unpack(set)) end
+  if #gone > 0 then redis.call('DEL', unpack(gone)) end
+  if #w.head > 0 then  -- LPUSH puts its last argument first
+    local front = {}
+    for i = #w.head, 1, -1 do front[#front + 1] = w.head[i] end
+    redis.call('LPUSH', keys.rotation(), unpack(front))
+  end
+  if #w.tail > 0 then redis.call('RPUSH', keys.rotation(), unpack(w.tail)) end
+  -- w.leases: the leases dropped (uid:jid), then taken (deadline, uid:jid); a job
+  -- retried at once may start again in the same script: dropped first
+  local gone, taken = w.leases.gone, w.leases.taken
+  if gone then redis.call('ZREM', keys.leases(), unpack(gone)) end
+  if taken then redis.call('ZADD', keys.leases(), unpack(taken)) end
+  return reply
+end
+
+--@helper state_of
+--@include keys, deferred
+-- A user's state ('r', 'd', 'a', 'p'; nil: idle), as this script left it.
+local function state_of(uid)
+  local w = deferred()
+  if w and w.state[uid] then
+    local state = w.state[uid]
+    return state ~= '' and state or nil
+  end
+  local state = redis.call('GET', keys.state(uid))
+  if w then w.known[uid] = state or '' end
+  return state or nil
+end
+
+--@helper set_state
+--@include keys, deferred
+-- Store a user's state (nil: idle). was: the state stored now, when the
+-- caller knows it ('x', a user just taken out of the rotation, does not
+-- say): it spares a deferred write that would change nothing.
+local function set_state(uid, state, was)
+  local w = deferred()
+  if w then
+    if was and was ~= 'x' and w.known[uid] == nil and w.state[uid] == nil then
+      w.known[uid] = was
+    end
+    w.state[uid] = state or ''
+  elseif state then
+    redis.call('SET', keys.state(uid), state)
+  else
+    redis.call('DEL', keys.state(uid))
+  end
+end
+
+--@helper rotation_push
+--@include keys, deferred
+-- A user joins the rotation: at its back, or (front) its front.
+local function rotation_push(uid, front)
+  local w = deferred()
+  if front and w then
+    table.insert(w.head, 1, uid)
+  elseif front then
+    redis.call('LPUSH', keys.rotation(), uid)
+  elseif w then
+    w.tail[#w.tail + 1] = uid
+  else
+    redis.call('RPUSH', keys.rotation(), uid)
+  end
+end
+
+--@helper rotation_pop
+--@include keys, int, deferred
+-- The user at the front of the rotation, taken out of it; nil: none.
+-- more: how many more the caller will take at most (it takes them from Redis
+-- in one call when it defers; the ones left over go back at the end).
+local function rotation_pop(more)
+  local w = deferred()
+  if not w then return redis.call('LPOP', keys.rotation()) or nil end
+  if #w.head == 0 and not w.rotation_empty then
+    if (more or 1) > 1 then  -- LPOP with a count answers a list
+      local got = redis.call('LPOP', keys.rotation(), int(more))
+      if got then w.head = got else w.rotation_empty = true end
+    else
+      local uid = redis.call('LPOP', keys.rotation())
+      if uid then return uid end
+      w.rotation_empty = true
+    end
+  end
+  if #w.head > 0 then return table.remove(w.head, 1) end
+  return table.remove(w.tail, 1)
+end
+
+--@helper rotation_waits
+--@include keys, deferred
+-- Someone is in the rotation.
+local function rotation_waits()
+  local w = deferred()
+  if w and (#w.head > 0 or #w.tail > 0) then return true end
+  if w and w.rotation_empty then return false end
+  return redis.call('LLEN', keys.rotation()) > 0
 end
 
 --@helper tally
---@include bucket
+--@include bucket, int, deferred
 -- n jobs enqueued ('e'), completed ('c') or failed ('f') at time t.
 local function tally(t, field, n)
+  local w = deferred()
+  if w then
+    w.counts[field], w.t = (w.counts[field] or 0) + n, t
+    return
+  end
   local bk = bucket(t)
-  if redis.call('HINCRBY', bk, field, n) == n then
-    redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
+  if redis.call('HINCRBY', bk, field, int(n)) == n then
+    redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
   end
 end
 
 --@helper count_queued
---@include keys, bucket
+--@include keys, bucket, int, deferred
 -- n more (or, negative, fewer) QUEUED jobs of uid: the shard's count, the
 -- user's score in the backlog set (gone at 0), the bucket's queued depth.
 -- Maintenance recounts all of these (recount.lua) should one ever drift.
@@ -57,15 +238,21 @@ end
 -- (dq back at n) writes the same value: one call a change, not two.
 local function count_queued(uid, n, t)
   if n == 0 then return end
-  local after = redis.call('HINCRBY', keys.counts(), 'queued', n)
-  local bk = bucket(t)
-  local dq = redis.call('HINCRBY', bk, 'dq', n)
-  if dq == n then  -- the bucket's first change (or its sum back at n)
-    redis.call('HSET', bk, 'q0', after - dq)
-    redis.call('EXPIRE', bk, THROUGHPUT_KEEP_SECONDS)
-  end
-  if tonumber(redis.call('ZINCRBY', keys.backlog(), n, uid)) <= 0 then
+  local ns = int(n)
+  if tonumber(redis.call('ZINCRBY', keys.backlog(), ns, uid)) <= 0 then
     redis.call('ZREM', keys.backlog(), uid)
+  end
+  local w = deferred()
+  if w then
+    w.queued, w.t = w.queued + n, t
+    return
+  end
+  local after = redis.call('HINCRBY', keys.counts(), 'queued', ns)
+  local bk = bucket(t)
+  local dq = redis.call('HINCRBY', bk, 'dq', ns)
+  if dq == n then  -- the bucket's first change (or its sum back at n)
+    redis.call('HSET', bk, 'q0', int(after - dq))
+    redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
   end
 end
 
@@ -178,12 +365,24 @@ local function expire_job(jid, seconds)
   redis.call('EXPIRE', keys.updates(jid), seconds)
 end
 
+--@helper to_archive
+--@include keys, member, deferred
+-- List a change of the job for the archiver (its MongoDB record).
+local function to_archive(uid, jid)
+  local w = deferred()
+  if w then
+    w.archive[#w.archive + 1] = member(uid, jid)
+  else
+    redis.call('RPUSH', keys.archive(), member(uid, jid))
+  end
+end
+
 --@helper touch
---@include keys, member
+--@include keys, to_archive
 -- Mark a change MongoDB should see: bump the record's version, queue it for the archiver.
 local function touch(uid, jid)
   redis.call('HINCRBY', keys.job(jid), 'v', 1)
-  redis.call('RPUSH', keys.archive(), member(uid, jid))
+  to_archive(uid, jid)
 end
 
 --@helper holds_lease
@@ -196,9 +395,15 @@ local function holds_lease(jid, token)
 end
 
 --@helper drop_lease
---@include keys, member
+--@include keys, member, deferred
 local function drop_lease(uid, jid)
-  redis.call('ZREM', keys.leases(), member(uid, jid))
+  local w = deferred()
+  if w and w.batch then
+    local gone = w.leases.gone or {}
+    gone[#gone + 1], w.leases.gone = member(uid, jid), gone
+  else
+    redis.call('ZREM', keys.leases(), member(uid, jid))
+  end
 end
 
 --@helper lane_list
@@ -210,7 +415,7 @@ local function lane_list(uid, lane)
 end
 
 --@helper offer_lane
---@include keys, lane_list
+--@include keys, lane_list, int
 -- The lane's head may start now, unless the lane runs, is empty, or its head
 -- waits for a retry's back-off (the due-time index brings it back): then the
 -- lane goes into the user's startable lanes, ranked by the head's priority
@@ -219,20 +424,21 @@ end
 -- Returns true when offered.
 local function offer_lane(uid, lane, t, free)
   if not free and redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
-  local jid = redis.call('LINDEX', lane_list(uid, lane), 0)
+  local jid = redis.call('LINDEX', lane_list(uid, lane), '0')
   if not jid then return false end
   local p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
   local due = tonumber(retry_at or at or created or t)
   if retry_at and due > t then return false end
-  redis.call('ZADD', keys.lanes(uid), (PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due, lane)
+  redis.call('ZADD', keys.lanes(uid), int((PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due), lane)
   return true
 end
 
 --@helper park
---@include keys
+--@include keys, set_state
 -- A paused user's place (state p): out of the rotation, its work waiting.
-local function park(uid)
-  redis.call('SET', keys.state(uid), 'p')
+-- was: as set_state's.
+local function park(uid, was)
+  set_state(uid, 'p', was)
   redis.call('SADD', keys.paused(), uid)
 end
 
@@ -244,8 +450,11 @@ end
 -- after reading it, changes both. While no user of the shard has limits of
 -- its own (the `limited` set is empty: the usual case), nobody's hash is read.
 -- own: the user may have limits of its own (false: the defaults, never changed).
+-- Every user of a shard without limits shares one table of the defaults
+-- (claim changes a table only under a start rate or a weight).
 local limits_read = {}
 local shard_limited = nil
+local defaults = nil
 local function user_limits(uid)
   local lim = limits_read[uid]
   if lim then return lim end
@@ -254,16 +463,19 @@ local function user_limits(uid)
   if shard_limited then
     c, spm, paused, nxt, credit, weight = unpack(redis.call('HMGET', keys.limits(uid),
       'concurrency', 'spm', 'paused', 'next', 'credit', 'weight'))
+  elseif defaults then
+    return defaults
   end
   lim = {concurrency = tonumber(c or USER_CONCURRENCY), spm = tonumber(spm or 0),
          paused = paused == '1', next = tonumber(nxt or 0), credit = tonumber(credit or 0),
          weight = tonumber(weight or 1), own = shard_limited}
+  if not shard_limited then defaults = lim end
   limits_read[uid] = lim
   return lim
 end
 
 --@helper place
---@include keys, signal, park, user_limits
+--@include keys, int, signal, park, user_limits, state_of, set_state, rotation_push
 -- Put a user where it belongs now, from wherever it was (docs/architecture.md,
 -- "Scheduling"): exactly one of
 --   r  in the rotation: a lane may start and a slot of its concurrency is free;
@@ -284,12 +496,11 @@ end
 --   front    a released job's user gets its turn back
 local function place(uid, t, o)
   o = o or {}
-  local sk = keys.state(uid)
   local lim = o.lim or user_limits(uid)
   local state = o.state
   if state == nil then
     -- at concurrency 1 a user whose job ran cannot have been in the rotation
-    state = (o.ran and lim.concurrency == 1) and 'a' or redis.call('GET', sk)
+    state = (o.ran and lim.concurrency == 1) and 'a' or state_of(uid)
   end
   if state == 'r' then return end
   -- at concurrency 1 a start leaves one running; a finish none, unless limits
@@ -322,36 +533,38 @@ local function place(uid, t, o)
   if state == 'd' then redis.call('ZREM', keys.delayed(), uid) end
   -- the shard's count of users waiting for a due time (usersWaiting leaves them out)
   if (state == 'd') ~= (new == 'd') then
-    redis.call('HINCRBY', keys.counts(), 'dwell', new == 'd' and 1 or -1)
+    redis.call('HINCRBY', keys.counts(), 'dwell', new == 'd' and '1' or '-1')
   end
   if new == 'r' then
-    redis.call('SET', sk, 'r')
-    if o.front or lim.credit > 0 then
-      redis.call('LPUSH', keys.rotation(), uid)
-    else
-      redis.call('RPUSH', keys.rotation(), uid)
-    end
+    set_state(uid, 'r', state)
+    rotation_push(uid, o.front or lim.credit > 0)
     if not o.quiet then signal() end
   elseif new == 'p' then
-    park(uid)
+    park(uid, state)
   elseif new == 'd' and startable then
-    redis.call('SET', sk, 'd')
-    redis.call('ZADD', keys.delayed(), lim.next, uid)
+    set_state(uid, 'd', state)
+    redis.call('ZADD', keys.delayed(), int(math.ceil(lim.next)), uid)
   elseif new then
-    if new ~= state then redis.call('SET', sk, new) end
+    if new ~= state then set_state(uid, new, state) end
   elseif state then
-    redis.call('DEL', sk)
+    set_state(uid, nil, state)
   end
 end
 
 --@helper replace
---@include keys, place
+--@include keys, place, state_of, deferred
 -- place() for a user whose lanes or limits changed behind its turn (cancel,
 -- purge, limits): one left in the rotation that may not start now leaves it.
 local function replace(uid, t, force)
-  local state = redis.call('GET', keys.state(uid))
+  local state = state_of(uid)
   if state == 'r' and (force or redis.call('ZCARD', keys.lanes(uid)) == 0) then
     redis.call('LREM', keys.rotation(), 1, uid)
+    local w = deferred()
+    for _, list in ipairs(w and {w.head, w.tail} or {}) do
+      for i, queued in ipairs(list) do
+        if queued == uid then table.remove(list, i) break end
+      end
+    end
     state = 'x'
   end
   place(uid, t, {state = state})
@@ -360,12 +573,13 @@ end
 --@helper bounds_at
 -- What Redis keeps of finished jobs (CONTRACT §10), one group of arguments
 -- from ARGV[i] on, in the order of Bounds.args() in engine/queue.py.
+-- The caps Redis only passes on (keep, shard_keep) stay text.
 local function bounds_at(i)
   return {
-    keep = tonumber(ARGV[i]),            -- events in the user's own stream
+    keep = ARGV[i],                      -- events in the user's own stream
     ready = tonumber(ARGV[i + 1]),       -- finished jobs waiting for dequeue
     retention = math.max(1, tonumber(ARGV[i + 2])),  -- s, after they leave `ready`
-    shard_keep = tonumber(ARGV[i + 3]),  -- entries in the shard-wide stream
+    shard_keep = ARGV[i + 3],            -- entries in the shard-wide stream
     inline = tonumber(ARGV[i + 4]),      -- largest body copied into it, bytes
   }
 end
@@ -394,7 +608,7 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, member, drop_lease, cap_ready, job_table, tally, record_update, offer_lane, place
+--@include keys, int, drop_lease, cap_ready, job_table, tally, to_archive, record_update, offer_lane, place
 -- Record a terminal outcome once: ready for dequeue, one event, archived; the
 -- job's lane is free again, its next job may start, the user goes where it now belongs.
 -- One entry of the shard's stream serves both `processed` and jobUpdates: for
@@ -410,15 +624,16 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet,
   job = job or job_table(jid)
   local lane = job.k or ''
   -- the change, on the hash and on the table alike (as Redis stores numbers: text)
-  job.status, job[field], job.finished = status, value, tostring(t)
-  job.v, job.token = tostring(tonumber(job.v) + 1), nil  -- v: touch(), inline
-  redis.call('HSET', jk, 'status', status, field, value, 'finished', t, 'v', job.v)
-  redis.call('HDEL', jk, 'token')
+  job.status, job[field], job.finished = status, value, int(t)
+  job.v, job.token = int(tonumber(job.v) + 1), nil  -- v: touch(), inline
+  -- the token emptied rather than deleted: one command (no lease matches '')
+  redis.call('HSET', jk, 'status', status, field, value, 'finished', job.finished, 'v', job.v,
+             'token', '')
   drop_lease(uid, jid)
   redis.call('HDEL', keys.busy(uid), lane)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
-  redis.call('RPUSH', keys.archive(), member(uid, jid))  -- the rest of touch()
+  to_archive(uid, jid)  -- the rest of touch()
   local body = cjson.encode(job)
   local cursor = redis.call('XADD', keys.user_events(uid), 'MAXLEN', '~', bounds.keep, '*',
                             'j', body)
@@ -437,24 +652,24 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet,
 end
 
 --@helper attempt_failed
---@include keys, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update
+--@include keys, int, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its lane (which starts nothing else
 -- meanwhile: its entry in the due-time index offers the lane again when the
 -- back-off is over), or fail it for good. Returns 'failed' or 'retry'.
--- job: as for finish_terminal.
+-- job: as for finish_terminal. max_attempts, retry_base_ms: numbers or their
+-- text (the finish scripts pass their arguments on, read only here).
 local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bounds, quiet, job)
   local jk = keys.job(jid)
   job = job or job_table(jid)
   local attempts, lane = tonumber(job.attempts), job.k or ''
-  if attempts >= max_attempts then
+  if attempts >= tonumber(max_attempts) then
     finish_terminal(uid, jid, 'FAILED', 'error', err, t, bounds, quiet, job)
     return 'failed'
   end
-  local delay = math.floor(retry_base_ms * 2 ^ (attempts - 1))
-  redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', t + delay)
-  redis.call('HDEL', jk, 'token')
-  redis.call('HINCRBY', jk, 'v', 1)
+  local delay = math.floor(tonumber(retry_base_ms) * 2 ^ (attempts - 1))
+  redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', int(t + delay),
+             'token', '', 'v', int(tonumber(job.v) + 1))
   drop_lease(uid, jid)
   redis.call('HDEL', keys.busy(uid), lane)
   redis.call('LPUSH', lane_list(uid, lane), jid)
@@ -463,7 +678,7 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   if watched(jid) then job_update(uid, jid, 'RETRYING', bounds) end
   local offered = false
   if delay > 0 then
-    redis.call('ZADD', keys.delayed(), t + delay, member(uid, jid))
+    redis.call('ZADD', keys.delayed(), int(t + delay), member(uid, jid))
   else
     offered = offer_lane(uid, lane, t, true)
   end
@@ -472,13 +687,14 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
 end
 
 --@helper promote_due
---@include keys, lane_list, offer_lane, place
+--@include keys, int, lane_list, offer_lane, place
 -- The due-time index's entries whose time has come, PROMOTE_BATCH at a time
 -- (the rest at the next claim): a runAt job joins the back of its lane; a
 -- retry's back-off is over, so its lane may start again; a user's start rate
 -- allows a start again. Each user then goes where it now belongs.
 local function promote_due(t)
-  local due = redis.call('ZRANGEBYSCORE', keys.delayed(), '-inf', t, 'LIMIT', 0, PROMOTE_BATCH)
+  local due = redis.call('ZRANGEBYSCORE', keys.delayed(), '-inf', int(t), 'LIMIT', '0',
+                         int(PROMOTE_BATCH))
   for _, m in ipairs(due) do
     redis.call('ZREM', keys.delayed(), m)
     local sep = string.find(m, ':', 1, true)
@@ -493,7 +709,7 @@ local function promote_due(t)
         if waiting then
           redis.call('HDEL', jk, 'w')
           redis.call('SREM', keys.scheduled(uid), jid)
-          redis.call('HINCRBY', keys.counts(), 'scheduled', -1)
+          redis.call('HINCRBY', keys.counts(), 'scheduled', '-1')
           if redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
             if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
             offer_lane(uid, lane, t)
@@ -508,7 +724,7 @@ local function promote_due(t)
 end
 
 --@helper start_job
---@include keys, member, count_queued, job_update
+--@include keys, int, member, deferred, count_queued, job_update
 -- Start one job under a lease: its attempt counted, its lane marked running,
 -- no progress yet (that was an earlier attempt's), and jobUpdates hears
 -- STARTED if someone follows the job (`sub`). One read, one write of its hash.
@@ -520,11 +736,19 @@ local function start_job(uid, jid, lane, owner, lease_ms, t)
   attempts = tonumber(attempts or 0) + 1
   -- a redriven job (retry.lua) counts attempts from 0 again: its round
   -- keeps a lease of an earlier run from matching this one
-  local token = owner .. ':' .. attempts .. (round and ('.' .. round) or '')
-  redis.call('HSET', jk, 'status', 'PROCESSING', 'started', t, 'token', token,
-             'attempts', attempts, 'v', tonumber(v or 0) + 1)
+  local n = int(attempts)
+  local token = owner .. ':' .. n .. (round and ('.' .. round) or '')
+  redis.call('HSET', jk, 'status', 'PROCESSING', 'started', int(t), 'token', token,
+             'attempts', n, 'v', int(tonumber(v or 0) + 1))
   if progress or pmsg then redis.call('HDEL', jk, 'progress', 'pmsg') end
-  redis.call('ZADD', keys.leases(), t + lease_ms, member(uid, jid))
+  local w = deferred()
+  if w and w.batch then
+    local taken = w.leases.taken or {}
+    taken[#taken + 1], taken[#taken + 2] = int(t + lease_ms), member(uid, jid)
+    w.leases.taken = taken
+  else
+    redis.call('ZADD', keys.leases(), int(t + lease_ms), member(uid, jid))
+  end
   redis.call('HSET', keys.busy(uid), lane, jid)
   count_queued(uid, -1, t)
   if sub then job_update(uid, jid, 'STARTED') end
@@ -532,7 +756,7 @@ local function start_job(uid, jid, lane, owner, lease_ms, t)
 end
 
 --@helper claim
---@include keys, promote_due, lane_list, start_job, place, user_limits
+--@include keys, promote_due, lane_list, start_job, place, user_limits, rotation_pop
 -- Take up to n jobs: at each turn, the user at the front of the rotation
 -- starts the head of its best startable lane (highest priority, then earliest
 -- due), then goes where it now belongs: the back of the rotation, or the
@@ -543,7 +767,7 @@ local function claim(n, owner, lease_ms, t)
   promote_due(t)
   local out = {}
   while #out < n do
-    local uid = redis.call('LPOP', keys.rotation())
+    local uid = rotation_pop(n - #out)
     if not uid then break end
     local best = redis.call('ZPOPMIN', keys.lanes(uid))
     local lim = user_limits(uid)
@@ -574,7 +798,7 @@ end
 --@include keys
 -- Milliseconds until the due-time index's next entry falls due, or -1 when none waits.
 local function next_due_in(t)
-  local first = redis.call('ZRANGE', keys.delayed(), 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', keys.delayed(), '0', '0', 'WITHSCORES')
   if #first == 0 then return -1 end
   return math.max(0, math.ceil(tonumber(first[2]) - t))
 end

@@ -1,11 +1,11 @@
 -- Add a batch of jobs to one user's queue, all or none.
---@include keys, now_ms, member, place, count_queued, tally, lane_list, offer_lane, promote_due, signal
+--@include keys, now_ms, int, member, place, count_queued, tally, lane_list, offer_lane, promote_due, signal
 -- ARGV: uid, max_pending, idem_ttl_seconds, then per item: jid, data,
 -- idempotency key, ordering key, priority, run_at_ms ('' for none/default)
 -- Returns {'ok', t, jid1, created1, jid2, created2, ...} or {'full', index0}.
 local uid = ARGV[1]
 local max_pending = tonumber(ARGV[2])
-local idem_ttl = tonumber(ARGV[3])
+local idem_ttl = ARGV[3]  -- seconds, as text: passed on to SET
 local W = 6  -- arguments per item
 local n = (#ARGV - 3) / W
 local t = now_ms()
@@ -48,7 +48,7 @@ for i = 0, n - 1 do
     out[#out + 1] = result[i + 1]
     out[#out + 1] = 0
   else
-    local fields = {'uid', uid, 'data', data, 'created', t}
+    local fields = {'uid', uid, 'data', data, 'created', int(t)}
     if key ~= '' then
       fields[#fields + 1] = 'idem'
       fields[#fields + 1] = key
@@ -69,7 +69,7 @@ for i = 0, n - 1 do
       -- waits in the due-time index, not in its lane: it holds back nothing
       redis.call('ZADD', keys.delayed(), run_at, member(uid, jid))
       redis.call('SADD', keys.scheduled(uid), jid)
-      redis.call('HINCRBY', keys.counts(), 'scheduled', 1)
+      redis.call('HINCRBY', keys.counts(), 'scheduled', '1')
       scheduled = true
     elseif redis.call('RPUSH', lane_list(uid, lane), jid) == 1 then
       if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
