@@ -6,6 +6,7 @@ crashes (kill -9), graceful shutdown, exactly one recorded outcome per job.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -231,6 +232,23 @@ def test_burst_exits_when_done_and_results_are_visible(api, workers):
     assert result.returncode == 0, result.stderr
     assert [client.job(j)["processedData"] for j in ids] == [f"JOB {i}" for i in range(5)]
     assert client.stats() == {"queued": 0, "processing": 0, "ready": 5}
+
+
+async def test_idle_handler_threads_are_gone_once_the_pool_is_shut_down():
+    """Idle handler threads are no reason for the hard exit kept for hung ones
+    (workers/__main__.py): shutdown waits for them, so the process ends
+    normally and its atexit handlers run (a bench's start log lost its last
+    lines when they did not)."""
+    import threading
+
+    from workers.handlers import upper
+    from workers.runners import HandlerThreads
+
+    threads = HandlerThreads(4)
+    outcomes = await asyncio.gather(*(threads.call(upper, f"job {i}", 5) for i in range(8)))
+    assert [o.value for o in outcomes] == [f"JOB {i}" for i in range(8)]
+    threads.shutdown()
+    assert not [t for t in threading.enumerate() if t.name.startswith("handler")]
 
 
 def test_sigterm_lets_the_running_job_finish_and_exits_0(api, workers):

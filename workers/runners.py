@@ -61,6 +61,7 @@ class HandlerThreads:
         self._size = size
         self.on_change: Callable[[], None] = _nothing  # on the event loop, when `hung` changes
         self.hung = 0
+        self._busy: set = set()  # futures of calls whose handler has not returned
 
     async def call(self, handler: Callable, data: str, timeout: float) -> Outcome:
         """handler(data) in a thread; HandlerTimeout `timeout` seconds after it starts."""
@@ -73,6 +74,8 @@ class HandlerThreads:
             return context.run(handler, data)
 
         future = self._pool.submit(run)
+        self._busy.add(future)
+        future.add_done_callback(self._busy.discard)
         try:
             await started  # at once: the worker runs no more jobs than it has free threads
         except asyncio.CancelledError:  # shutdown: the job is handed back, never run
@@ -103,8 +106,10 @@ class HandlerThreads:
         self.on_change()
 
     def shutdown(self) -> None:
-        """Threads still running are left to `python -m workers` (see __main__)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Idle threads are waited for (they end at once), so that the process
+        exits normally, its atexit handlers run; threads still running a
+        handler are left to `python -m workers` (see __main__)."""
+        self._pool.shutdown(wait=not self._busy, cancel_futures=True)
 
 
 def _resolve(future: asyncio.Future) -> None:
