@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     print("\n".join(report.note_lines(rows)))
     print(f"\n{elapsed:.0f}s in all")
     if not args.no_write:
-        versions = {s.name: s.version for k, s in all_systems().items() if k != "ours-sync"}
+        versions = {s.name: s.version for k, s in all_systems().items()
+                    if k not in ("ours-sync", "ours-2p")}
         versions["redis-py"] = __import__("redis").__version__
         try:
             versions["hiredis"] = __import__("importlib.metadata").metadata.version("hiredis")
