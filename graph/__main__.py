@@ -12,7 +12,6 @@ It needs MONGO_URI: with MongoDB in memory each process would have its own.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import signal
 import socket
@@ -32,12 +31,6 @@ from .live.wsprotocol import FanoutWebSocketProtocol
 
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up failed
 GRACEFUL_SHUTDOWN_SECONDS = 10  # uvicorn's wait for open requests and WebSockets at SIGTERM
-# The collector's youngest generation is collected after this many allocations
-# (Python's default: 700). A request allocates a few hundred objects that die
-# with it; at 700 the collector ran about 400 times a second under load and,
-# with its older generations, took about a tenth of the API's CPU. At 10,000:
-# about 30 times a second, a third less collector time all told (bench/RESULTS.md).
-GC_YOUNG_THRESHOLD = 10_000
 
 
 def main(argv=None) -> None:
@@ -87,21 +80,9 @@ def main(argv=None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     gc.freeze()  # start-up objects stay out of the collector's way (shorter pauses)
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     # a --processes child accepts on the supervisor's socket (the kernel spreads connections)
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
-    loop.run(_serve(server, sockets), args.loop)
-
-
-async def _serve(server: uvicorn.Server, sockets) -> None:
-    """Serve; once started, freeze what the start made too (the services, the
-    in-memory store, caches): each full collection then walks only what came
-    after (its pauses, the p99's, about halved)."""
-    serving = asyncio.ensure_future(server.serve(sockets=sockets))
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.05)
-    gc.freeze()
-    await serving
+    loop.run(server.serve(sockets=sockets), args.loop)
 
 
 def serve_processes(args: argparse.Namespace, settings: Settings) -> int:
