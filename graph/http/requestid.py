@@ -94,6 +94,19 @@ def leave(tokens: tuple) -> None:
     _fields.reset(tokens[0])
 
 
+def sending_id(send: Send, rid: str) -> Send:
+    """`send`, with `rid` as the answer's X-Request-ID (replacing any the app set)."""
+    value = rid.encode()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != HEADER]
+            message = {**message, "headers": [*headers, (HEADER, value)]}
+        await send(message)
+
+    return send_with_id
+
+
 class RequestId:
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -104,14 +117,7 @@ class RequestId:
             return await self.app(scope, receive, send)
         rid = request_id(header(scope, HEADER))
         tokens = enter(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != HEADER]
-                message = {**message, "headers": [*headers, (HEADER, rid.encode())]}
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, sending_id(send, rid))
         finally:
             leave(tokens)

@@ -231,7 +231,7 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
                                                  _POST_ALLOWED)
         except Exception as exc:  # answered as the general path answers what run() raises
             request.state.media_type = media_type
-            await self.answer(request, _raising(exc), _with_id(send, rid))
+            await self.answer(request, _raising(exc), requestid.sending_id(send, rid))
             return True
         if result is None:
             return False  # nothing ran (see PreparedDocuments.execute)
@@ -246,7 +246,7 @@ class GraphQLView(WebSocketView, LocalGraphiQL, GraphQL):
             # a resolver shaped the answer, or it is over the size limit: starlette's way
             request.state.media_type = media_type
             await self.answer(request, self._created(response_data, sub_response),
-                              _with_id(send, rid))
+                              requestid.sending_id(send, rid))
             return True
         await send({"type": "http.response.start", "status": _status(response_data),
                     "headers": [(b"content-length", b"%d" % len(content)),
@@ -415,16 +415,3 @@ class _SubResponse(Response):
         self.raw_headers = []
         self.media_type = media_type
 
-
-def _with_id(send, rid: str):
-    """`send`, adding X-Request-ID to the answer as RequestId does."""
-    value = rid.encode()
-
-    async def send_with_id(message) -> None:
-        if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", ())
-                       if k.lower() != requestid.HEADER]
-            message = {**message, "headers": [*headers, (requestid.HEADER, value)]}
-        await send(message)
-
-    return send_with_id
