@@ -190,6 +190,16 @@ def _applies(spec: dict, doc: dict, filter_applies) -> bool:
     return filter_applies(spec, doc)
 
 
+def _merge(store, key, old: dict, fields: dict) -> bool:
+    """`$set` of top-level `fields` on the stored document `old`; whether it changed
+    (a write that changes nothing is not made)."""
+    new = {**old, **fields}
+    if new == old:
+        return False
+    store[key] = new
+    return True
+
+
 def _result(collection, matched: int, modified: int, upserted, existing: bool) -> dict:
     """What mongomock's Collection._update returns."""
     return {"connectionId": collection.database.client._id, "err": None, "n": matched,
@@ -246,9 +256,7 @@ def upsert_versions(collection, rows) -> bool:
             continue
         spec = {"_id": key, "version": {"$lt": version}}
         if _applies(spec, old, filter_applies):
-            new = {**old, **fields}
-            if new != old:
-                store[key] = new
+            _merge(store, key, old, fields)
         # else the stored version is the same or newer: the upsert's insert would hit
         # the _id (a duplicate key, which the archiver ignores)
     return True
@@ -354,11 +362,7 @@ def install(ordered_by: dict[str, tuple[str, ...]]) -> None:
         store = self._store
         old = store._documents.get(key)
         if old is not None and _applies(spec, old, filter_applies):
-            new = {**old, **fields}
-            changed = new != old
-            if changed:
-                store[key] = new
-            return _result(self, 1, int(changed), None, True)
+            return _result(self, 1, int(_merge(store, key, old, fields)), None, True)
         if old is not None and upsert:  # no match, and the upsert's insert hits the _id:
             # what mongomock's _insert raises (a version-guarded snapshot that is not newer)
             raise DuplicateKeyError("E11000 Duplicate Key Error", 11000)
