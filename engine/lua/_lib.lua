@@ -46,7 +46,7 @@ local function member(uid, jid) return uid .. ':' .. jid end
 -- The shard's throughput bucket of time t (ms): a hash of the 10 s starting at
 -- bucket * BUCKET_MS. Fields: e enqueued, c completed, f failed; q0 the
 -- shard's QUEUED count before the bucket's first change, dq the change since
--- (so q0 + dq after its last; see count_queued). Each field's first write sets the hash to expire
+-- (so q0 + dq after its last; see queued_change). Each field's first write sets the hash to expire
 -- THROUGHPUT_KEEP_SECONDS later: a few EXPIREs a bucket, not one a job.
 local bucket_of = {}
 local function bucket(t)
@@ -86,27 +86,16 @@ local function defer(batch)
 end
 
 --@helper done
---@include keys, int, bucket, deferred
--- The deferred writes made; returns the script's reply.
+--@include keys, deferred, queued_change, tally
+-- The deferred writes made; returns the script's reply. (With `later` off,
+-- queued_change and tally write at once.)
 local function done(reply)
   local w = deferred()
   if not w then return reply end
   later = nil
   if #w.archive > 0 then redis.call('RPUSH', keys.archive(), unpack(w.archive)) end
-  local bk = (w.queued ~= 0 or next(w.counts)) and bucket(w.t)
-  if w.queued ~= 0 then
-    local after = redis.call('HINCRBY', keys.counts(), 'queued', int(w.queued))
-    local dq = redis.call('HINCRBY', bk, 'dq', int(w.queued))
-    if dq == w.queued then  -- the bucket's first change (or its sum back at it): see count_queued
-      redis.call('HSET', bk, 'q0', int(after - dq))
-      redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
-    end
-  end
-  for field, n in pairs(w.counts) do
-    if redis.call('HINCRBY', bk, field, int(n)) == n then
-      redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
-    end
-  end
+  if w.queued ~= 0 then queued_change(w.queued, w.t) end
+  for field, n in pairs(w.counts) do tally(w.t, field, n) end
   local set, gone = {}, {}
   for uid, state in pairs(w.state) do
     if w.known[uid] ~= state then
@@ -229,31 +218,38 @@ local function tally(t, field, n)
   end
 end
 
---@helper count_queued
+--@helper queued_change
 --@include keys, bucket, int, deferred
--- n more (or, negative, fewer) QUEUED jobs of uid: the shard's count, the
--- user's score in the backlog set (gone at 0), the bucket's queued depth.
--- Maintenance recounts all of these (recount.lua) should one ever drift.
+-- n more (or, negative, fewer) QUEUED jobs in the shard at time t: its count
+-- and the bucket's queued depth (deferred to done() when the script defers).
 -- The bucket's q0 is after - dq whenever it is written, so writing it again
 -- (dq back at n) writes the same value: one call a change, not two.
-local function count_queued(uid, n, t)
-  if n == 0 then return end
-  local ns = int(n)
-  if tonumber(redis.call('ZINCRBY', keys.backlog(), ns, uid)) <= 0 then
-    redis.call('ZREM', keys.backlog(), uid)
-  end
+local function queued_change(n, t)
   local w = deferred()
   if w then
     w.queued, w.t = w.queued + n, t
     return
   end
-  local after = redis.call('HINCRBY', keys.counts(), 'queued', ns)
+  local after = redis.call('HINCRBY', keys.counts(), 'queued', int(n))
   local bk = bucket(t)
-  local dq = redis.call('HINCRBY', bk, 'dq', ns)
+  local dq = redis.call('HINCRBY', bk, 'dq', int(n))
   if dq == n then  -- the bucket's first change (or its sum back at n)
     redis.call('HSET', bk, 'q0', int(after - dq))
     redis.call('EXPIRE', bk, int(THROUGHPUT_KEEP_SECONDS))
   end
+end
+
+--@helper count_queued
+--@include keys, int, queued_change
+-- n more (or, negative, fewer) QUEUED jobs of uid: the user's score in the
+-- backlog set (gone at 0), and the shard's count and bucket (queued_change).
+-- Maintenance recounts all of these (recount.lua) should one ever drift.
+local function count_queued(uid, n, t)
+  if n == 0 then return end
+  if tonumber(redis.call('ZINCRBY', keys.backlog(), int(n), uid)) <= 0 then
+    redis.call('ZREM', keys.backlog(), uid)
+  end
+  queued_change(n, t)
 end
 
 --@helper signal
