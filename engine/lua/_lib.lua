@@ -471,7 +471,7 @@ local function user_limits(uid)
 end
 
 --@helper place
---@include keys, int, signal, park, user_limits, state_of, set_state, rotation_push
+--@include keys, int, signal, park, user_limits, state_of, set_state, rotation_push, deferred
 -- Put a user where it belongs now, from wherever it was (docs/architecture.md,
 -- "Scheduling"): exactly one of
 --   r  in the rotation: a lane may start and a slot of its concurrency is free;
@@ -526,6 +526,8 @@ local function place(uid, t, o)
     new = 'd'  -- its jobs' entries in the due-time index bring it back
   end
   if state == 'p' and new ~= 'p' then redis.call('SREM', keys.paused(), uid) end
+  local w = deferred()
+  if w and (state == 'd' or (new == 'd' and startable)) then w.due_first = nil end  -- next_due_in reads it again
   if state == 'd' then redis.call('ZREM', keys.delayed(), uid) end
   -- the shard's count of users waiting for a due time (usersWaiting leaves them out)
   if (state == 'd') ~= (new == 'd') then
@@ -648,7 +650,7 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet,
 end
 
 --@helper attempt_failed
---@include keys, int, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update
+--@include keys, int, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update, deferred
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its lane (which starts nothing else
 -- meanwhile: its entry in the due-time index offers the lane again when the
@@ -674,6 +676,8 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   if watched(jid) then job_update(uid, jid, 'RETRYING', bounds) end
   local offered = false
   if delay > 0 then
+    local w = deferred()
+    if w then w.due_first = nil end  -- next_due_in reads the index again
     redis.call('ZADD', keys.delayed(), int(t + delay), member(uid, jid))
   else
     offered = offer_lane(uid, lane, t, true)
@@ -683,12 +687,23 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
 end
 
 --@helper promote_due
---@include keys, int, lane_list, offer_lane, place
+--@include keys, int, lane_list, offer_lane, place, deferred
 -- The due-time index's entries whose time has come, PROMOTE_BATCH at a time
 -- (the rest at the next claim): a runAt job joins the back of its lane; a
 -- retry's back-off is over, so its lane may start again; a user's start rate
 -- allows a start again. Each user then goes where it now belongs.
+-- A script that defers looks at the index's first entry first: when nothing
+-- is due (the usual case) that entry is also what next_due_in answers from,
+-- unless the script changes the index meanwhile (due_first: see place).
 local function promote_due(t)
+  local w = deferred()
+  if w then
+    local first = redis.call('ZRANGE', keys.delayed(), '0', '0', 'WITHSCORES')
+    if #first == 0 or tonumber(first[2]) > t then
+      w.due_first = first
+      return
+    end
+  end
   local due = redis.call('ZRANGEBYSCORE', keys.delayed(), '-inf', int(t), 'LIMIT', '0',
                          int(PROMOTE_BATCH))
   for _, m in ipairs(due) do
@@ -791,10 +806,12 @@ local function claim(n, owner, lease_ms, t)
 end
 
 --@helper next_due_in
---@include keys
+--@include keys, deferred
 -- Milliseconds until the due-time index's next entry falls due, or -1 when none waits.
+-- (Its first entry as promote_due read it, when the script has not changed the index since.)
 local function next_due_in(t)
-  local first = redis.call('ZRANGE', keys.delayed(), '0', '0', 'WITHSCORES')
+  local w = deferred()
+  local first = w and w.due_first or redis.call('ZRANGE', keys.delayed(), '0', '0', 'WITHSCORES')
   if #first == 0 then return -1 end
   return math.max(0, math.ceil(tonumber(first[2]) - t))
 end
