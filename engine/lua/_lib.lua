@@ -411,18 +411,30 @@ local function lane_list(uid, lane)
 end
 
 --@helper offer_lane
---@include keys, lane_list, int
+--@include keys, lane_list, int, deferred
 -- The lane's head may start now, unless the lane runs, is empty, or its head
 -- waits for a retry's back-off (the due-time index brings it back): then the
 -- lane goes into the user's startable lanes, ranked by the head's priority
 -- (higher first), then its due time (earlier first): (PRIORITY_MAX - priority) * 1e13
 -- + due ms, exact in a double. free: the caller knows the lane does not run.
 -- Returns true when offered.
+-- A script that defers for one job (a finish and the claim after it) reads
+-- the head's fields start_job reads too, in the same call: the claim mostly
+-- starts that very job (w.head_jid; w.head_job, the fields as read).
 local function offer_lane(uid, lane, t, free)
   if not free and redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
   local jid = redis.call('LINDEX', lane_list(uid, lane), '0')
   if not jid then return false end
-  local p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
+  local w = deferred()
+  local p, at, retry_at, created
+  if w and not w.batch then
+    local f = redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created',
+                         'attempts', 'v', 'data', 'round', 'progress', 'pmsg', 'sub')
+    p, at, retry_at, created = f[1], f[2], f[3], f[4]
+    w.head_jid, w.head_job = jid, f
+  else
+    p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
+  end
   local due = tonumber(retry_at or at or created or t)
   if retry_at and due > t then return false end
   redis.call('ZADD', keys.lanes(uid), int((PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due), lane)
@@ -738,12 +750,20 @@ end
 --@include keys, int, member, deferred, count_queued, job_update
 -- Start one job under a lease: its attempt counted, its lane marked running,
 -- no progress yet (that was an earlier attempt's), and jobUpdates hears
--- STARTED if someone follows the job (`sub`). One read, one write of its hash.
+-- STARTED if someone follows the job (`sub`). One read (none when
+-- offer_lane read it in this script: w.head_jid), one write of its hash.
 -- Returns {uid, jid, data, attempts, token}, what a worker gets.
 local function start_job(uid, jid, lane, owner, lease_ms, t)
   local jk = keys.job(jid)
-  local attempts, v, data, round, progress, pmsg, sub = unpack(redis.call('HMGET', jk,
-    'attempts', 'v', 'data', 'round', 'progress', 'pmsg', 'sub'))
+  local w = deferred()
+  local attempts, v, data, round, progress, pmsg, sub
+  if w and w.head_jid == jid then
+    attempts, v, data, round, progress, pmsg, sub = unpack(w.head_job, 5, 11)
+    w.head_jid, w.head_job = nil, nil
+  else
+    attempts, v, data, round, progress, pmsg, sub = unpack(redis.call('HMGET', jk,
+      'attempts', 'v', 'data', 'round', 'progress', 'pmsg', 'sub'))
+  end
   attempts = tonumber(attempts or 0) + 1
   -- a redriven job (retry.lua) counts attempts from 0 again: its round
   -- keeps a lease of an earlier run from matching this one
@@ -752,7 +772,6 @@ local function start_job(uid, jid, lane, owner, lease_ms, t)
   redis.call('HSET', jk, 'status', 'PROCESSING', 'started', int(t), 'token', token,
              'attempts', n, 'v', int(tonumber(v or 0) + 1))
   if progress or pmsg then redis.call('HDEL', jk, 'progress', 'pmsg') end
-  local w = deferred()
   if w and w.batch then
     local taken = w.leases.taken or {}
     taken[#taken + 1], taken[#taken + 2] = int(t + lease_ms), member(uid, jid)
