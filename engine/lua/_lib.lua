@@ -86,12 +86,13 @@ local function defer(batch)
 end
 
 --@helper done
---@include keys, deferred, queued_change, tally
+--@include keys, deferred, queued_change, tally, flush_offer
 -- The deferred writes made; returns the script's reply. (With `later` off,
 -- queued_change and tally write at once.)
 local function done(reply)
   local w = deferred()
   if not w then return reply end
+  flush_offer()
   later = nil
   if #w.archive > 0 then redis.call('RPUSH', keys.archive(), unpack(w.archive)) end
   if w.queued ~= 0 then queued_change(w.queued, w.t) end
@@ -410,35 +411,74 @@ local function lane_list(uid, lane)
   return keys.lane(uid, lane)
 end
 
+--@helper flush_offer
+--@include keys, int, deferred
+-- The lane free_lane held back, freed and offered now (uid: only if it is
+-- that user's): before anything reads the user's running or startable lanes.
+local function flush_offer(uid)
+  local w = deferred()
+  local held = w and w.held_uid
+  if not held or (uid and uid ~= held) then return end
+  w.held_uid = nil
+  redis.call('HDEL', keys.busy(held), w.held_lane)
+  redis.call('ZADD', keys.lanes(held), int(w.held_score), w.held_lane)
+end
+
 --@helper offer_lane
---@include keys, lane_list, int, deferred
+--@include keys, lane_list, int, flush_offer
 -- The lane's head may start now, unless the lane runs, is empty, or its head
 -- waits for a retry's back-off (the due-time index brings it back): then the
 -- lane goes into the user's startable lanes, ranked by the head's priority
 -- (higher first), then its due time (earlier first): (PRIORITY_MAX - priority) * 1e13
 -- + due ms, exact in a double. free: the caller knows the lane does not run.
--- Returns true when offered.
--- A script that defers for one job (a finish and the claim after it) reads
--- the head's fields start_job reads too, in the same call: the claim mostly
--- starts that very job (w.head_jid; w.head_job, the fields as read).
-local function offer_lane(uid, lane, t, free)
-  if not free and redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
+-- hold (free_lane): the script's deferred writes (deferred()), where the
+-- offer is held back instead of made; the head's fields start_job reads are
+-- read along, as the claim that follows mostly starts that very job
+-- (w.head_jid; w.head_job, the fields as read). Returns true when offered.
+local function offer_lane(uid, lane, t, free, hold)
+  if not free then
+    flush_offer(uid)  -- a lane held back (free_lane) runs no more
+    if redis.call('HEXISTS', keys.busy(uid), lane) == 1 then return false end
+  end
   local jid = redis.call('LINDEX', lane_list(uid, lane), '0')
   if not jid then return false end
-  local w = deferred()
   local p, at, retry_at, created
-  if w and not w.batch then
+  if hold then
     local f = redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created',
                          'attempts', 'v', 'data', 'round', 'progress', 'pmsg', 'sub')
     p, at, retry_at, created = f[1], f[2], f[3], f[4]
-    w.head_jid, w.head_job = jid, f
+    hold.head_jid, hold.head_job = jid, f
   else
     p, at, retry_at, created = unpack(redis.call('HMGET', keys.job(jid), 'p', 'at', 'retry_at', 'created'))
   end
   local due = tonumber(retry_at or at or created or t)
   if retry_at and due > t then return false end
-  redis.call('ZADD', keys.lanes(uid), int((PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due), lane)
+  local score = (PRIORITY_MAX - tonumber(p or 0)) * 1e13 + due
+  if hold then
+    hold.held_uid, hold.held_lane, hold.held_score = uid, lane, score
+  else
+    redis.call('ZADD', keys.lanes(uid), int(score), lane)
+  end
   return true
+end
+
+--@helper free_lane
+--@include keys, deferred, offer_lane
+-- A job of the lane stopped running: the lane is free again, and offered
+-- (offer_lane). Returns true when offered. In a script that defers for one
+-- job, both writes are held back (w.held_*) for the claim that follows:
+-- when the user's turn comes and no startable lane of it ranks before this
+-- one, the claim takes the lane at once (claim) instead of adding it to
+-- the startable lanes and popping it again, and its running mark is simply
+-- overwritten; otherwise flush_offer makes both writes, before anything
+-- reads those keys (and done() at the latest).
+local function free_lane(uid, lane, t)
+  local w = deferred()
+  local hold = w and not w.batch and not w.held_uid and w
+  if not hold then redis.call('HDEL', keys.busy(uid), lane) end
+  local offered = offer_lane(uid, lane, t, true, hold)
+  if hold and not offered then redis.call('HDEL', keys.busy(uid), lane) end
+  return offered
 end
 
 --@helper park
@@ -483,7 +523,7 @@ local function user_limits(uid)
 end
 
 --@helper place
---@include keys, int, signal, park, user_limits, state_of, set_state, rotation_push, deferred
+--@include keys, int, signal, park, user_limits, state_of, set_state, rotation_push, deferred, flush_offer
 -- Put a user where it belongs now, from wherever it was (docs/architecture.md,
 -- "Scheduling"): exactly one of
 --   r  in the rotation: a lane may start and a slot of its concurrency is free;
@@ -521,8 +561,10 @@ local function place(uid, t, o)
   elseif o.ran and lim.concurrency == 1 and not lim.own then
     running = 0
   else
+    flush_offer(uid)
     running = redis.call('HLEN', keys.busy(uid))
   end
+  if running < lim.concurrency and not o.offered then flush_offer(uid) end
   local startable = running < lim.concurrency
                     and (o.offered or redis.call('ZCARD', keys.lanes(uid)) > 0)
   local new
@@ -562,11 +604,12 @@ local function place(uid, t, o)
 end
 
 --@helper replace
---@include keys, place, state_of, deferred
+--@include keys, place, state_of, deferred, flush_offer
 -- place() for a user whose lanes or limits changed behind its turn (cancel,
 -- purge, limits): one left in the rotation that may not start now leaves it.
 local function replace(uid, t, force)
   local state = state_of(uid)
+  flush_offer(uid)
   if state == 'r' and (force or redis.call('ZCARD', keys.lanes(uid)) == 0) then
     redis.call('LREM', keys.rotation(), 1, uid)
     local w = deferred()
@@ -618,7 +661,7 @@ local function cap_ready(uid, bounds, length)
 end
 
 --@helper finish_terminal
---@include keys, int, drop_lease, cap_ready, job_table, tally, to_archive, record_update, offer_lane, place
+--@include keys, int, drop_lease, cap_ready, job_table, tally, to_archive, record_update, free_lane, place
 -- Record a terminal outcome once: ready for dequeue, one event, archived; the
 -- job's lane is free again, its next job may start, the user goes where it now belongs.
 -- One entry of the shard's stream serves both `processed` and jobUpdates: for
@@ -640,7 +683,6 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet,
   redis.call('HSET', jk, 'status', status, field, value, 'finished', job.finished, 'v', job.v,
              'token', '')
   drop_lease(uid, jid)
-  redis.call('HDEL', keys.busy(uid), lane)
   tally(t, status == 'COMPLETED' and 'c' or 'f', 1)
   cap_ready(uid, bounds, redis.call('RPUSH', keys.ready(uid), jid))  -- RPUSH: the new length
   to_archive(uid, jid)  -- the rest of touch()
@@ -657,12 +699,12 @@ local function finish_terminal(uid, jid, status, field, value, t, bounds, quiet,
     entry[#entry + 1], entry[#entry + 2] = 'j', body
   end
   redis.call('XADD', keys.shard_events(), 'MAXLEN', '~', bounds.shard_keep, '*', unpack(entry))
-  place(uid, t, {quiet = quiet, ran = true, offered = offer_lane(uid, lane, t, true)})
+  place(uid, t, {quiet = quiet, ran = true, offered = free_lane(uid, lane, t)})
   return cursor
 end
 
 --@helper attempt_failed
---@include keys, int, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, offer_lane, place, watched, job_update, deferred
+--@include keys, int, member, job_table, finish_terminal, drop_lease, count_queued, lane_list, free_lane, place, watched, job_update, deferred
 -- An attempt failed (error, timeout or lost lease): retry after a back-off,
 -- the job staying at the head of its lane (which starts nothing else
 -- meanwhile: its entry in the due-time index offers the lane again when the
@@ -681,7 +723,6 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   redis.call('HSET', jk, 'status', 'QUEUED', 'last_error', err, 'retry_at', int(t + delay),
              'token', '', 'v', int(tonumber(job.v) + 1))
   drop_lease(uid, jid)
-  redis.call('HDEL', keys.busy(uid), lane)
   redis.call('LPUSH', lane_list(uid, lane), jid)
   if lane ~= '' then redis.call('SADD', keys.ordering_keys(uid), lane) end
   count_queued(uid, 1, t)
@@ -690,9 +731,10 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   if delay > 0 then
     local w = deferred()
     if w then w.due_first = nil end  -- next_due_in reads the index again
+    redis.call('HDEL', keys.busy(uid), lane)
     redis.call('ZADD', keys.delayed(), int(t + delay), member(uid, jid))
   else
-    offered = offer_lane(uid, lane, t, true)
+    offered = free_lane(uid, lane, t)
   end
   place(uid, t, {quiet = quiet, ran = true, offered = offered})
   return 'retry'
@@ -786,7 +828,7 @@ local function start_job(uid, jid, lane, owner, lease_ms, t)
 end
 
 --@helper claim
---@include keys, promote_due, lane_list, start_job, place, user_limits, rotation_pop
+--@include keys, promote_due, lane_list, start_job, place, user_limits, rotation_pop, flush_offer, deferred
 -- Take up to n jobs: at each turn, the user at the front of the rotation
 -- starts the head of its best startable lane (highest priority, then earliest
 -- due), then goes where it now belongs: the back of the rotation, or the
@@ -795,11 +837,25 @@ end
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
   promote_due(t)
+  local w = deferred()
+  local held = w and not w.batch  -- a lane may be held back (free_lane)
   local out = {}
   while #out < n do
     local uid = rotation_pop(n - #out)
     if not uid then break end
-    local best = redis.call('ZPOPMIN', keys.lanes(uid))
+    local best
+    if held and w.held_uid == uid then
+      -- the lane free_lane held back for this user, when it is the lane ZPOPMIN
+      -- would pop: none of its startable lanes ranks before it (a tie goes the
+      -- general way: Redis orders equal scores by name)
+      local first = redis.call('ZRANGE', keys.lanes(uid), '0', '0', 'WITHSCORES')
+      if #first == 0 or (first[1] ~= w.held_lane and tonumber(first[2]) > w.held_score) then
+        w.held_uid, best = nil, {w.held_lane}
+      else
+        flush_offer(uid)
+      end
+    end
+    best = best or redis.call('ZPOPMIN', keys.lanes(uid))
     local lim = user_limits(uid)
     if best[1] then
       local lane = best[1]
