@@ -68,6 +68,13 @@ def helpers() -> dict[str, str]:
     return found
 
 
+@cache
+def variables() -> frozenset[str]:
+    """The helpers that are a variable rather than a function (`deferred`)."""
+    return frozenset(name for name, text in helpers().items() if name != "keys" and
+                     re.search(rf"^local {name}\s*=", text, re.MULTILINE))
+
+
 def includes(text: str) -> list[str]:
     """The helpers a script or helper names on its include line(s)."""
     return [name.strip() for line in _INCLUDE.findall(text)
@@ -75,10 +82,12 @@ def includes(text: str) -> list[str]:
 
 
 def calls(text: str) -> set[str]:
-    """The helpers a script or helper's code calls (comments left out)."""
+    """The helpers a script or helper's code calls (comments left out); a
+    helper that is a variable (`local NAME = ...`) is used where it is named."""
     code = _COMMENT.sub("", text)
-    found = {name for name in helpers() if name != "keys" and
-             re.search(rf"(?<![\w.])(?<!function ){name}\s*\(", code)}
+    found = {name for name in helpers() if name != "keys" and (
+             re.search(rf"(?<![\w.])(?<!function ){name}\s*\(", code) or
+             (name in variables() and re.search(rf"(?<![\w.])(?<!local ){name}(?!\w)", code)))}
     if re.search(r"(?<![\w.])keys\.", code):
         found.add("keys")
     return found

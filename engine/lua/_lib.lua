@@ -62,7 +62,7 @@ end
 -- Writes the hot scripts (claim, finish, finish_many) make once, at their
 -- end, instead of once a job: entries of the archive list, the queued count
 -- and the throughput bucket's fields, users' states, the rotation's changes
--- at both ends, the leases taken and dropped. Off (deferred() is nil) unless the script called defer();
+-- at both ends, the leases taken and dropped. Off (`deferred` is nil) unless the script called defer();
 -- it must then end with `return done(reply)` (engine/scripts.py refuses it
 -- otherwise). Redis runs a script atomically, so nobody else sees when within
 -- it a write was made; the script's own reads of these keys go through the
@@ -72,28 +72,29 @@ end
 -- head (taken from Redis, not yet used, or pushed to the front), then what
 -- Redis holds (none if rotation_empty), then tail. No script reads the
 -- leases it takes or drops (reclaim and heartbeat do not defer).
-local later = nil
-local function deferred() return later end
+-- A variable, not a function: helpers read it a dozen times a job, and a
+-- call costs Redis far more than reading an upvalue (bench/RESULTS.md).
+local deferred = nil
 
 --@helper defer
 --@include deferred
 -- batch: the script handles many jobs (leases too are deferred: one ZADD,
 -- one ZREM; for one job that would only cost two tables).
 local function defer(batch)
-  if deferred() then return end  -- already
-  later = {batch = batch, archive = {}, queued = 0, counts = {}, state = {}, known = {}, head = {}, tail = {},
+  if deferred then return end  -- already
+  deferred = {batch = batch, archive = {}, queued = 0, counts = {}, state = {}, known = {}, head = {}, tail = {},
            rotation_empty = false, leases = {}, t = 0}
 end
 
 --@helper done
 --@include keys, deferred, queued_change, tally, flush_offer
--- The deferred writes made; returns the script's reply. (With `later` off,
+-- The deferred writes made; returns the script's reply. (With `deferred` off,
 -- queued_change and tally write at once.)
 local function done(reply)
-  local w = deferred()
+  local w = deferred
   if not w then return reply end
   flush_offer()
-  later = nil
+  deferred = nil
   if #w.archive > 0 then redis.call('RPUSH', keys.archive(), unpack(w.archive)) end
   if w.queued ~= 0 then queued_change(w.queued, w.t) end
   for field, n in pairs(w.counts) do tally(w.t, field, n) end
@@ -127,7 +128,7 @@ end
 --@include keys, deferred
 -- A user's state ('r', 'd', 'a', 'p'; nil: idle), as this script left it.
 local function state_of(uid)
-  local w = deferred()
+  local w = deferred
   if w and w.state[uid] then
     local state = w.state[uid]
     return state ~= '' and state or nil
@@ -143,7 +144,7 @@ end
 -- caller knows it ('x', a user just taken out of the rotation, does not
 -- say): it spares a deferred write that would change nothing.
 local function set_state(uid, state, was)
-  local w = deferred()
+  local w = deferred
   if w then
     if was and was ~= 'x' and w.known[uid] == nil and w.state[uid] == nil then
       w.known[uid] = was
@@ -160,7 +161,7 @@ end
 --@include keys, deferred
 -- A user joins the rotation: at its back, or (front) its front.
 local function rotation_push(uid, front)
-  local w = deferred()
+  local w = deferred
   if front and w then
     table.insert(w.head, 1, uid)
   elseif front then
@@ -178,7 +179,7 @@ end
 -- more: how many more the caller will take at most (it takes them from Redis
 -- in one call when it defers; the ones left over go back at the end).
 local function rotation_pop(more)
-  local w = deferred()
+  local w = deferred
   if not w then return redis.call('LPOP', keys.rotation()) or nil end
   if #w.head == 0 and not w.rotation_empty then
     if (more or 1) > 1 then  -- LPOP with a count answers a list
@@ -198,7 +199,7 @@ end
 --@include keys, deferred
 -- Someone is in the rotation.
 local function rotation_waits()
-  local w = deferred()
+  local w = deferred
   if w and (#w.head > 0 or #w.tail > 0) then return true end
   if w and w.rotation_empty then return false end
   return redis.call('LLEN', keys.rotation()) > 0
@@ -208,7 +209,7 @@ end
 --@include bucket, int, deferred
 -- n jobs enqueued ('e'), completed ('c') or failed ('f') at time t.
 local function tally(t, field, n)
-  local w = deferred()
+  local w = deferred
   if w then
     w.counts[field], w.t = (w.counts[field] or 0) + n, t
     return
@@ -226,7 +227,7 @@ end
 -- The bucket's q0 is after - dq whenever it is written, so writing it again
 -- (dq back at n) writes the same value: one call a change, not two.
 local function queued_change(n, t)
-  local w = deferred()
+  local w = deferred
   if w then
     w.queued, w.t = w.queued + n, t
     return
@@ -366,7 +367,7 @@ end
 --@include keys, member, deferred
 -- List a change of the job for the archiver (its MongoDB record).
 local function to_archive(uid, jid)
-  local w = deferred()
+  local w = deferred
   if w then
     w.archive[#w.archive + 1] = member(uid, jid)
   else
@@ -394,7 +395,7 @@ end
 --@helper drop_lease
 --@include keys, member, deferred
 local function drop_lease(uid, jid)
-  local w = deferred()
+  local w = deferred
   if w and w.batch then
     local gone = w.leases.gone or {}
     gone[#gone + 1], w.leases.gone = member(uid, jid), gone
@@ -416,7 +417,7 @@ end
 -- The lane free_lane held back, freed and offered now (uid: only if it is
 -- that user's): before anything reads the user's running or startable lanes.
 local function flush_offer(uid)
-  local w = deferred()
+  local w = deferred
   local held = w and w.held_uid
   if not held or (uid and uid ~= held) then return end
   w.held_uid = nil
@@ -431,7 +432,7 @@ end
 -- lane goes into the user's startable lanes, ranked by the head's priority
 -- (higher first), then its due time (earlier first): (PRIORITY_MAX - priority) * 1e13
 -- + due ms, exact in a double. free: the caller knows the lane does not run.
--- hold (free_lane): the script's deferred writes (deferred()), where the
+-- hold (free_lane): the script's deferred writes (deferred), where the
 -- offer is held back instead of made; the head's fields start_job reads are
 -- read along, as the claim that follows mostly starts that very job
 -- (w.head_jid; w.head_job, the fields as read). Returns true when offered.
@@ -473,7 +474,7 @@ end
 -- overwritten; otherwise flush_offer makes both writes, before anything
 -- reads those keys (and done() at the latest).
 local function free_lane(uid, lane, t)
-  local w = deferred()
+  local w = deferred
   local hold = w and not w.batch and not w.held_uid and w
   if not hold then redis.call('HDEL', keys.busy(uid), lane) end
   local offered = offer_lane(uid, lane, t, true, hold)
@@ -580,7 +581,7 @@ local function place(uid, t, o)
     new = 'd'  -- its jobs' entries in the due-time index bring it back
   end
   if state == 'p' and new ~= 'p' then redis.call('SREM', keys.paused(), uid) end
-  local w = deferred()
+  local w = deferred
   if w and (state == 'd' or (new == 'd' and startable)) then w.due_first = nil end  -- next_due_in reads it again
   if state == 'd' then redis.call('ZREM', keys.delayed(), uid) end
   -- the shard's count of users waiting for a due time (usersWaiting leaves them out)
@@ -612,7 +613,7 @@ local function replace(uid, t, force)
   flush_offer(uid)
   if state == 'r' and (force or redis.call('ZCARD', keys.lanes(uid)) == 0) then
     redis.call('LREM', keys.rotation(), 1, uid)
-    local w = deferred()
+    local w = deferred
     for _, list in ipairs(w and {w.head, w.tail} or {}) do
       for i, queued in ipairs(list) do
         if queued == uid then table.remove(list, i) break end
@@ -729,7 +730,7 @@ local function attempt_failed(uid, jid, err, t, max_attempts, retry_base_ms, bou
   if watched(jid) then job_update(uid, jid, 'RETRYING', bounds) end
   local offered = false
   if delay > 0 then
-    local w = deferred()
+    local w = deferred
     if w then w.due_first = nil end  -- next_due_in reads the index again
     redis.call('HDEL', keys.busy(uid), lane)
     redis.call('ZADD', keys.delayed(), int(t + delay), member(uid, jid))
@@ -750,7 +751,7 @@ end
 -- is due (the usual case) that entry is also what next_due_in answers from,
 -- unless the script changes the index meanwhile (due_first: see place).
 local function promote_due(t)
-  local w = deferred()
+  local w = deferred
   if w then
     local first = redis.call('ZRANGE', keys.delayed(), '0', '0', 'WITHSCORES')
     if #first == 0 or tonumber(first[2]) > t then
@@ -797,7 +798,7 @@ end
 -- Returns {uid, jid, data, attempts, token}, what a worker gets.
 local function start_job(uid, jid, lane, owner, lease_ms, t)
   local jk = keys.job(jid)
-  local w = deferred()
+  local w = deferred
   local attempts, v, data, round, progress, pmsg, sub
   if w and w.head_jid == jid then
     attempts, v, data, round, progress, pmsg, sub = unpack(w.head_job, 5, 11)
@@ -837,7 +838,7 @@ end
 -- Returns {uid, jid, data, attempts, token} per job.
 local function claim(n, owner, lease_ms, t)
   promote_due(t)
-  local w = deferred()
+  local w = deferred
   local held = w and not w.batch  -- a lane may be held back (free_lane)
   local out = {}
   while #out < n do
@@ -885,7 +886,7 @@ end
 -- Milliseconds until the due-time index's next entry falls due, or -1 when none waits.
 -- (Its first entry as promote_due read it, when the script has not changed the index since.)
 local function next_due_in(t)
-  local w = deferred()
+  local w = deferred
   local first = w and w.due_first or redis.call('ZRANGE', keys.delayed(), '0', '0', 'WITHSCORES')
   if #first == 0 then return -1 end
   return math.max(0, math.ceil(tonumber(first[2]) - t))
