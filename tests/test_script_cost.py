@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from engine import connection
 from engine.queue import Finish, NewJob, Queue
-from engine.scripts import LUA_DIR, ScriptError, check_returns, expand_keys, source
+from engine.scripts import (
+    LUA_DIR, ScriptError, check_includes, check_returns, expand_keys, source)
 from tests.test_engine import claim, finish, ids, make_queue, queue, redis, users  # noqa: F401
 from tests.test_scheduling import add, job, redis_ms
 
@@ -58,6 +59,15 @@ def test_a_script_that_defers_writes_must_return_through_done():
     check_returns("good.lua", "defer()\nif x then return done({'a'}) end\nreturn done({'b'})\n")
     with pytest.raises(ScriptError, match="return done"):
         check_returns("bad.lua", "defer()\nif x then return {'early'} end\nreturn done({'b'})\n")
+
+
+def test_a_helper_that_is_a_variable_is_used_where_it_is_named():
+    """`deferred` is read, not called: the include check still sees its uses."""
+    assert check_includes("good.lua", "--@include deferred\nlocal w = deferred\n") == ["deferred"]
+    with pytest.raises(ScriptError, match=r"calls \['deferred'\] without including"):
+        check_includes("bad.lua", "if deferred then return end\n")
+    with pytest.raises(ScriptError, match=r"includes \['deferred'\] it does not call"):
+        check_includes("bad.lua", "--@include deferred\nlocal deferred_count = 1\n")
 
 
 def test_the_helpers_keys_are_written_out_as_the_key_names_of_the_table():
