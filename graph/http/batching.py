@@ -61,9 +61,14 @@ def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
         return None
     types = {d.variable.name.value: d for d in operation.variable_definitions or ()}
     items: list[Item] = []
+    keys = set()
     for node in selections:
         if not isinstance(node, FieldNode) or node.name.value != "enqueue" or node.directives:
             return None
+        key = node.alias.value if node.alias else node.name.value
+        if key in keys:  # fields merged under one key run once: never store one twice
+            return None
+        keys.add(key)
         given: dict[str, Any] = {}
         for argument in node.arguments or ():
             if argument.name.value not in ARGUMENTS:
