@@ -1,4 +1,4 @@
-"""A document of one `enqueue` field, answered without graphql-core's execution.
+"""A document of `enqueue` fields alone, answered without graphql-core's execution.
 
 Under load most requests are the same small mutation: one `enqueue` whose
 arguments come from String variables or literals, selecting plain `Job`
@@ -12,6 +12,8 @@ resolver's steps (`Mutation.enqueue`: the caller's id, the job service's
 enqueue of the one item, the `ENQUEUED` count, `Job.of`), then the selection
 completed by the same compiled steps graph/http/completion.py uses, under
 the field's response key. The answer is the same `data` graphql-core gives.
+Several such fields (aliased) are answered once batching.store_together has
+stored their jobs: each field's job is the one its resolver would get.
 
 When a step does not succeed (no valid token, an item refused, Redis gone, a
 value the compiled steps cannot complete), `answer` returns None and
@@ -46,8 +48,8 @@ MAX_PLANS = 1024  # operations remembered; then all forgotten at once
 Plan = tuple[str, list[Step]]  # (response key, the Job selection's steps)
 
 
-class SingleEnqueue:
-    """The compiled answers of one schema's single-`enqueue` documents."""
+class EnqueueFields:
+    """The compiled answers of one schema's documents of `enqueue` fields alone."""
 
     def __init__(self, strawberry_schema, core_schema):
         self.strawberry_schema = strawberry_schema
@@ -56,12 +58,13 @@ class SingleEnqueue:
         kind = field.type if field else None
         self.job_type = kind.of_type if isinstance(kind, GraphQLNonNull) and isinstance(
             kind.of_type, GraphQLObjectType) and kind.of_type.is_type_of is None else None
-        self.plans: dict[int, tuple[OperationDefinitionNode, Plan | None]] = {}
+        self.plans: dict[int, tuple[OperationDefinitionNode, list[Plan] | None]] = {}
 
-    def plan(self, operation: OperationDefinitionNode) -> Plan | None:
-        """The plan of an operation whose one selection is an `enqueue` field that
-        graph/http/batching.py's `enqueue_items` read (so its arguments are known),
-        with a plain selection and String variables only; None for any other."""
+    def plan(self, operation: OperationDefinitionNode) -> list[Plan] | None:
+        """A plan per field of an operation whose selections are `enqueue` fields
+        that graph/http/batching.py's `enqueue_items` read (so their arguments are
+        known), each under its own response key with a plain selection, and whose
+        variables are Strings; None for any other."""
         known = self.plans.get(id(operation))
         if known is not None and known[0] is operation:  # kept: its id stays its own
             return known[1]
@@ -71,9 +74,8 @@ class SingleEnqueue:
         self.plans[id(operation)] = (operation, plan)
         return plan
 
-    def _compile(self, operation: OperationDefinitionNode) -> Plan | None:
-        selections = operation.selection_set.selections
-        if self.job_type is None or operation.directives or len(selections) != 1:
+    def _compile(self, operation: OperationDefinitionNode) -> list[Plan] | None:
+        if self.job_type is None or operation.directives:
             return None
         for definition in operation.variable_definitions or ():
             kind = definition.type
@@ -82,14 +84,18 @@ class SingleEnqueue:
             if definition.directives or definition.default_value is not None \
                     or not isinstance(kind, NamedTypeNode) or kind.name.value != "String":
                 return None
-        node = selections[0]
-        if not isinstance(node, FieldNode) or node.name.value != "enqueue" \
-                or node.directives or not node.selection_set:
-            return None
-        steps = _steps(self.strawberry_schema, self.job_type, node.selection_set.selections)
-        if steps is None:
-            return None
-        return (node.alias.value if node.alias else node.name.value), steps
+        plans: list[Plan] = []
+        for node in operation.selection_set.selections:
+            if not isinstance(node, FieldNode) or node.name.value != "enqueue" \
+                    or node.directives or not node.selection_set:
+                return None
+            steps = _steps(self.strawberry_schema, self.job_type, node.selection_set.selections)
+            if steps is None:
+                return None
+            plans.append(((node.alias.value if node.alias else node.name.value), steps))
+        if not plans or len({key for key, _ in plans}) != len(plans):
+            return None  # fields merged under one key: graphql-core's business
+        return plans
 
     @staticmethod
     def variables_fit(operation: OperationDefinitionNode, variables: Any) -> bool:
@@ -107,8 +113,8 @@ class SingleEnqueue:
 
     @staticmethod
     async def answer(plan: Plan, context, item: Item) -> dict | None:
-        """The operation's `data`; None when graphql-core must answer, the context
-        then repeating what was done (see the module's docstring)."""
+        """The `data` of one field's operation; None when graphql-core must answer,
+        the context then repeating what was done (see the module's docstring)."""
         key, steps = plan
         try:
             uid = await context.user_id()
@@ -128,6 +134,22 @@ class SingleEnqueue:
             return None
         ENQUEUED.inc()
         return {key: value}
+
+    @staticmethod
+    def answer_stored(plans: list[Plan], stored: PreStored) -> dict | None:
+        """The `data` of fields whose jobs batching.store_together stored, each
+        answered as its resolver's call of the context's PreStored would be; None
+        (nothing taken from it) when graphql-core must complete them."""
+        jobs = stored.pending()
+        if len(jobs) != len(plans):
+            return None
+        try:
+            data = {key: _complete(steps, Job.of(job)) for (key, steps), job in zip(plans, jobs)}
+        except Exception:  # as in `answer`
+            return None
+        stored.take_all()
+        ENQUEUED.inc(len(jobs))
+        return data
 
 
 def _raising(exc: Exception):
