@@ -330,3 +330,14 @@ async def test_single_enqueues_of_one_user_at_once_are_stored_together(settings,
         assert [o.request_data for o in (outcomes[0], outcomes[2])] == ["e0", "e2"]
         assert getattr(outcomes[1], "code", None) == "BAD_USER_INPUT"
         assert (await services.queue.stats("u1")).queued == 8
+
+
+def test_fields_merged_under_one_key_store_one_job(client, view, users):
+    """graphql-core runs two identical fields under one response key once: one job by
+    either path (the batch of aliased enqueues stored two)."""
+    body = {"query": 'mutation { a: enqueue(requestData: "x") { id } '
+                     'a: enqueue(requestData: "x") { status } }'}
+    before = [queued(client, token) for token in users]
+    standard, prepared, _ = both_ways(client, view, users, body)
+    assert prepared == standard
+    assert [queued(client, token) - n for token, n in zip(users, before)] == [1, 1]

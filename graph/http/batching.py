@@ -61,9 +61,14 @@ def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
         return None
     types = {d.variable.name.value: d for d in operation.variable_definitions or ()}
     items: list[Item] = []
+    keys = set()
     for node in selections:
         if not isinstance(node, FieldNode) or node.name.value != "enqueue" or node.directives:
             return None
+        key = node.alias.value if node.alias else node.name.value
+        if key in keys:  # fields merged under one key run once: never store one twice
+            return None
+        keys.add(key)
         given: dict[str, Any] = {}
         for argument in node.arguments or ():
             if argument.name.value not in ARGUMENTS:
@@ -124,6 +129,14 @@ class PreStored:
     def __getattr__(self, name):
         return getattr(self._service, name)
 
+    def pending(self) -> list:
+        """The jobs stored for the enqueues still to come, in order."""
+        return [] if self._error is not None else [job for _, job in self._queue]
+
+    def take_all(self) -> None:
+        """Those enqueues were answered (graph/http/compiled.py): none is left."""
+        self._queue = []
+
     async def enqueue(self, uid: str, items: list, *args, **kwargs):
         if self._error is not None:
             error, self._error = self._error, None
@@ -137,23 +150,24 @@ class PreStored:
         return await self._service.enqueue(uid, items, *args, **kwargs)
 
 
-async def store_together(context, items: list[Item]) -> bool:
+async def store_together(context, items: list[Item]) -> PreStored | None:
     """Store the items with one script call and make the context's JobService answer
-    them; False (nothing stored) when the batch does not apply or was refused."""
+    them (the PreStored returned); None (nothing stored) when the batch does not
+    apply or was refused."""
     service = context.jobs
     if service.settings.queue_enqueue_rate_per_minute:
-        return False
+        return None
     try:
         uid = await context.user_id()
     except ApiError:  # the first field answers it, as it would have
-        return False
+        return None
     try:
         jobs = await service.enqueue(uid, items)
     except ApiError:  # nothing stored: the serial run answers it at the field it concerns
-        return False
+        return None
     except Exception as exc:  # Redis went away, say: whether the script ran is unknown, so
         # nothing is tried again; the first field fails with it, as it would have alone
         context.__dict__["jobs"] = PreStored(service, uid, [], [], error=exc)
-        return False
-    context.__dict__["jobs"] = PreStored(service, uid, items, jobs)  # Context.jobs is cached
-    return True
+        return None
+    stored = context.__dict__["jobs"] = PreStored(service, uid, items, jobs)  # Context.jobs
+    return stored  # is cached

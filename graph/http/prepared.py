@@ -16,11 +16,13 @@ only what the hooks still do per operation, in their order:
 - ErrorCodes: every error gets its code, unexpected ones are masked;
 - OperationMetrics: `graphql_operations_total` counts the operation.
 
-The answer is graphql-core's own result, so it is the same bytes as by the
-standard path (tests/test_prepared.py compares them). Anything this does not
-know (a new document, an invalid one, several operations without a name,
-an operation the method does not allow, operation extensions) returns None,
-and strawberry runs the request as before.
+A document of plain `enqueue` fields alone skips graphql-core's execution too
+(graph/http/compiled.py). The answer is graphql-core's own result, so it is
+the same bytes as by the standard path (tests/test_prepared.py and
+tests/test_compiled.py compare them). Anything this does not know (a new
+document, an invalid one, several operations without a name, an operation
+the method does not allow, operation extensions) returns None, and
+strawberry runs the request as before.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..adapters import extension_of, graphql_schema, plain_execution
 from ..errors import ErrorCodes, fix_all
 from . import metrics
 from .batching import enqueue_items, store_together
+from .compiled import EnqueueFields
 from .completion import completion_class
 from .grouping import EnqueueGroups
 from .limits import DocumentLimits
@@ -57,6 +60,7 @@ class PreparedDocuments:
         codes = extension_of(schema, ErrorCodes)
         self.suggestions = codes.suggestions if codes else True
         self.groups = EnqueueGroups()
+        self.compiled = EnqueueFields(schema, self.schema)
         # None when the schema has something per field (a `resolve` hook) or per
         # operation (an extension that is not ours) that only strawberry runs
         self.executor = plain_execution(schema, known=HOOKS_DONE_HERE)
@@ -108,10 +112,23 @@ class PreparedDocuments:
             return None
         execute, kwargs = self.executor
         items = enqueue_items(self.schema, operation, variables)
+        plans = None
+        if items:
+            plans = self.compiled.plan(operation)
+            if plans is not None and not self.compiled.variables_fit(operation, variables):
+                plans = None
+        data = None
         if items and len(items) > 1:  # aliased enqueues: one script call stores them all
-            await store_together(context, items)
+            stored = await store_together(context, items)
+            if stored is not None and plans is not None:
+                data = self.compiled.answer_stored(plans, stored)
         elif items:  # one: with the other requests of its user at this moment
             self.groups.join(context, items[0])
+            if plans is not None:
+                data = await self.compiled.answer(plans[0], context, items[0])
+        if data is not None:  # else graphql-core answers, nothing done twice
+            return self._counted(ExecutionResult(data=data, errors=None, extensions={}),
+                                 name, kind)
         try:
             result = execute(self.schema, document, root_value=root_value,
                              variable_values=variables, operation_name=name,
@@ -128,9 +145,16 @@ class PreparedDocuments:
             error = GraphQLError(str(exc), original_error=exc)  # view masks it, uncounted
             return ExecutionResult(data=None, errors=[error], extensions={})
         fix_all(errors, self.suggestions)
+        return self._counted(ExecutionResult(data=result.data, errors=errors, extensions={}),
+                             name, kind)
+
+    @staticmethod
+    def _counted(result: ExecutionResult, name: str | None, kind: OperationType
+                 ) -> ExecutionResult:
+        """OperationMetrics' count of the operation, by the code of its first error."""
         code = "OK"
-        if errors:
-            code = (errors[0].extensions or {}).get("code", "INTERNAL_SERVER_ERROR")
+        if result.errors:
+            code = (result.errors[0].extensions or {}).get("code", "INTERNAL_SERVER_ERROR")
         metrics.OPERATIONS.labels(metrics.OPERATION_NAMES.label(name, True), kind.value,
                                   code).inc()
-        return ExecutionResult(data=result.data, errors=errors, extensions={})
+        return result
