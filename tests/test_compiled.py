@@ -16,29 +16,13 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from graph.http.view import GraphQLView
 from tests.support import Api
-from tests.test_prepared import JOB_FIELDS, OTHER_SELECTIONS, delta, operations_counted
+from tests.test_prepared import (  # noqa: F401 (client, view: the same app and view)
+    JOB_FIELDS, OTHER_SELECTIONS, client, delta, operations_counted, view)
 
 _ID = re.compile(rb'"[0-9a-f]{24}"')
 ENQUEUE = "mutation($d: String!) { enqueue(requestData: $d) { id status } }"
 PATHS = ("standard", "prepared", "compiled")
-
-
-@pytest.fixture
-def client(settings_factory):
-    from starlette.testclient import TestClient
-
-    from graph.app import create_app
-
-    with TestClient(create_app(settings_factory(queue_max_payload_bytes=64))) as c:
-        yield c
-
-
-@pytest.fixture
-def view(client) -> GraphQLView:
-    return next(r.endpoint for r in client.app.routes
-                if getattr(r, "path", None) == "/graphql" and isinstance(r.endpoint, GraphQLView))
 
 
 @pytest.fixture
