@@ -212,7 +212,7 @@ def test_a_job_it_cannot_complete_is_completed_by_graphql_core_and_stored_once(
     def refuse(steps, value):
         raise NotPlain
 
-    monkeypatch.setattr(compiled, "_complete", refuse)
+    monkeypatch.setattr(compiled, "complete_value", refuse)
     outcomes, stored, taken = three_ways(client, view, users,
                                          {"query": ENQUEUE, "variables": {"d": "y"}})
     assert not taken

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graph.adapters import graphql_schema, plain_execution
-from graph.http.completion import _steps, completion_class
+from graph.http.completion import selection_steps, completion_class
 
 
 @strawberry.enum
@@ -99,4 +99,4 @@ def test_the_same_result_as_graphql_core(rows, fields):
 def test_which_selections_are_compiled(selection, plain):
     node = parse("{ things { %s } }" % selection).definitions[0].selection_set.selections[0]
     thing = graphql_schema(SCHEMA).get_type("Thing")
-    assert (_steps(SCHEMA, thing, node.selection_set.selections) is not None) == plain
+    assert (selection_steps(SCHEMA, thing, node.selection_set.selections) is not None) == plain

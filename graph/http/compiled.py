@@ -40,7 +40,7 @@ from graphql import (
 from ..jobs import Item
 from ..types import Job
 from .batching import PreStored
-from .completion import Step, _complete, _steps
+from .completion import Step, complete_value, selection_steps
 from .metrics import ENQUEUED
 
 MAX_PLANS = 1024  # operations remembered; then all forgotten at once
@@ -89,7 +89,7 @@ class EnqueueFields:
             if not isinstance(node, FieldNode) or node.name.value != "enqueue" \
                     or node.directives or not node.selection_set:
                 return None
-            steps = _steps(self.strawberry_schema, self.job_type, node.selection_set.selections)
+            steps = selection_steps(self.strawberry_schema, self.job_type, node.selection_set.selections)
             if steps is None:
                 return None
             plans.append(((node.alias.value if node.alias else node.name.value), steps))
@@ -128,7 +128,7 @@ class EnqueueFields:
             context.__dict__["jobs"] = PreStored(service, uid, [], [], error=exc)
             return None
         try:
-            value = _complete(steps, Job.of(job))
+            value = complete_value(steps, Job.of(job))
         except Exception:  # NotPlain, or Job.of itself: graphql-core's completion says how
             context.__dict__["jobs"] = PreStored(service, uid, [item], [job])
             return None
@@ -144,7 +144,7 @@ class EnqueueFields:
         if len(jobs) != len(plans):
             return None
         try:
-            data = {key: _complete(steps, Job.of(job)) for (key, steps), job in zip(plans, jobs)}
+            data = {key: complete_value(steps, Job.of(job)) for (key, steps), job in zip(plans, jobs)}
         except Exception:  # as in `answer`
             return None
         stored.take_all()

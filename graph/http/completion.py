@@ -47,7 +47,7 @@ def completion_class(strawberry_schema, base: type) -> type:
             steps = _plan(plans, strawberry_schema, return_type, field_details_list)
             if steps is not None:
                 try:
-                    return _complete(steps, result)
+                    return complete_value(steps, result)
                 except NotPlain:
                     pass
             return super().complete_object_value(return_type, field_details_list, info, path,
@@ -67,7 +67,7 @@ def _plan(plans, strawberry_schema, return_type, field_details_list) -> list[Ste
     known = plans.get(id(node))
     if known is not None and known[0] is node:  # the node itself is kept: its id stays its own
         return known[1]
-    steps = _steps(strawberry_schema, return_type, node.selection_set.selections) \
+    steps = selection_steps(strawberry_schema, return_type, node.selection_set.selections) \
         if node.selection_set else None
     if len(plans) >= MAX_PLANS:
         plans.clear()
@@ -75,7 +75,7 @@ def _plan(plans, strawberry_schema, return_type, field_details_list) -> list[Ste
     return steps
 
 
-def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Step] | None:
+def selection_steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Step] | None:
     steps: list[Step] = []
     keys = set()
     for node in selections:
@@ -103,7 +103,7 @@ def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Ste
             steps.append((key, attribute, kind.serialize, non_null))
         elif (isinstance(kind, GraphQLObjectType) and kind.is_type_of is None
               and node.selection_set):
-            inner = _steps(strawberry_schema, kind, node.selection_set.selections)
+            inner = selection_steps(strawberry_schema, kind, node.selection_set.selections)
             if inner is None:
                 return None
             steps.append((key, attribute, inner, non_null))
@@ -112,7 +112,7 @@ def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Ste
     return steps
 
 
-def _complete(steps: list[Step], parent) -> dict:
+def complete_value(steps: list[Step], parent) -> dict:
     out = {}
     try:
         for key, attribute, how, non_null in steps:
@@ -132,7 +132,7 @@ def _complete(steps: list[Step], parent) -> dict:
                     raise NotPlain
                 out[key] = serialized
             else:
-                out[key] = _complete(how, value)
+                out[key] = complete_value(how, value)
     except NotPlain:
         raise
     except Exception:  # a property or serializer that raises: graphql-core says how

@@ -33,13 +33,13 @@ class NotPlain(Exception):
 def compile_selection(strawberry_schema, field: FieldNode) -> Callable[[Any], dict] | None:
     """A function from the root value (a ProcessedEvent) to `{"processed": ...}`, or None."""
     root_type = graphql_schema(strawberry_schema).subscription_type
-    steps = _steps(strawberry_schema, root_type, [field])
+    steps = selection_steps(strawberry_schema, root_type, [field])
     if steps is None:
         return None
-    return lambda root: _complete(steps, root)
+    return lambda root: complete_value(steps, root)
 
 
-def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Step] | None:
+def selection_steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Step] | None:
     steps: list[Step] = []
     keys = set()
     for node in selections:
@@ -66,7 +66,7 @@ def _steps(strawberry_schema, parent: GraphQLObjectType, selections) -> list[Ste
         if is_leaf_type(named):
             steps.append((key, getter, (named.serialize, non_null)))
         elif isinstance(named, GraphQLObjectType) and node.selection_set:
-            inner = _steps(strawberry_schema, named, node.selection_set.selections)
+            inner = selection_steps(strawberry_schema, named, node.selection_set.selections)
             if inner is None:
                 return None
             steps.append((key, getter, (inner, non_null)))
@@ -96,7 +96,7 @@ def _getter(strawberry_schema, parent: GraphQLObjectType, graphql_name: str):
     return lambda obj: getattr(obj, python_name)
 
 
-def _complete(steps: list[Step], parent) -> dict:
+def complete_value(steps: list[Step], parent) -> dict:
     out = {}
     for key, getter, completion in steps:
         value = getter(parent)
@@ -113,5 +113,5 @@ def _complete(steps: list[Step], parent) -> dict:
             if out[key] is None:
                 raise NotPlain(f"{key} did not serialize")
         else:
-            out[key] = _complete(how, value)
+            out[key] = complete_value(how, value)
     return out
