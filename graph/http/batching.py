@@ -48,8 +48,9 @@ SCHEDULING = {"orderingKey", "priority", "runAt"}  # CONTRACT §7: left at their
 def enqueue_items(schema, operation: OperationDefinitionNode, variables: Any
                   ) -> list[Item] | None:
     """The Item of each field, in order, as the resolver passes it to
-    JobService.enqueue (§7's arguments at their defaults); None when the operation is not all plain `enqueue`s
-    (graph/http/grouping.py takes the documents of one)."""
+    JobService.enqueue (§7's arguments at their defaults); None when the
+    operation is not all plain `enqueue`s (graph/http/grouping.py takes the
+    documents of one)."""
     mutation = schema.mutation_type
     if operation.operation != OperationType.MUTATION or mutation is None:
         return None

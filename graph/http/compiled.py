@@ -89,7 +89,8 @@ class EnqueueFields:
             if not isinstance(node, FieldNode) or node.name.value != "enqueue" \
                     or node.directives or not node.selection_set:
                 return None
-            steps = selection_steps(self.strawberry_schema, self.job_type, node.selection_set.selections)
+            steps = selection_steps(self.strawberry_schema, self.job_type,
+                                    node.selection_set.selections)
             if steps is None:
                 return None
             plans.append(((node.alias.value if node.alias else node.name.value), steps))
@@ -144,7 +145,8 @@ class EnqueueFields:
         if len(jobs) != len(plans):
             return None
         try:
-            data = {key: complete_value(steps, Job.of(job)) for (key, steps), job in zip(plans, jobs)}
+            data = {key: complete_value(steps, Job.of(job))
+                    for (key, steps), job in zip(plans, jobs)}
         except Exception:  # as in `answer`
             return None
         stored.take_all()
