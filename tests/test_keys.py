@@ -114,9 +114,3 @@ async def test_counters_start_their_window_at_the_first_count(queue):
     assert await queue.count_enqueues(uid, 2) == 5
     rate_key = queue.keys.enqueue_rate(uid, int(time.time() // 60))
     assert 0 < await queue.redis.ttl(rate_key) <= 120
-
-
-async def test_a_user_id_with_a_colon_is_refused_before_anything_is_stored(queue):
-    with pytest.raises(ValueError, match="may not contain ':'"):
-        await queue.enqueue("team:alice", [(uuid.uuid4().hex, "hello", None)], 100)
-    assert await queue.redis.keys(f"{queue.keys.prefix}:*team*") == []
