@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import Any
 
 from graphql import (
-    FieldNode,
     GraphQLNonNull,
     GraphQLObjectType,
     NamedTypeNode,
@@ -85,18 +84,17 @@ class EnqueueFields:
                     or not isinstance(kind, NamedTypeNode) or kind.name.value != "String":
                 return None
         plans: list[Plan] = []
+        # enqueue_items has read every selection: `enqueue` fields without
+        # directives, each under its own response key
         for node in operation.selection_set.selections:
-            if not isinstance(node, FieldNode) or node.name.value != "enqueue" \
-                    or node.directives or not node.selection_set:
+            if not node.selection_set:
                 return None
             steps = selection_steps(self.strawberry_schema, self.job_type,
                                     node.selection_set.selections)
             if steps is None:
                 return None
             plans.append(((node.alias.value if node.alias else node.name.value), steps))
-        if not plans or len({key for key, _ in plans}) != len(plans):
-            return None  # fields merged under one key: graphql-core's business
-        return plans
+        return plans or None
 
     @staticmethod
     def variables_fit(operation: OperationDefinitionNode, variables: Any) -> bool:
