@@ -129,6 +129,9 @@ class ScriptedRedis(Redis):
     def evalsha(self, sha: str, numkeys: int, *keys_and_args):
         return self.script_line.call("EVALSHA", sha, numkeys, *keys_and_args)
 
+    def fcall(self, function: str, numkeys: int, *keys_and_args):
+        return self.script_line.call("FCALL", function, numkeys, *keys_and_args)
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if "_script_line" in self.__dict__:
             self._script_line.close()

@@ -115,7 +115,7 @@ def check_returns(what: str, text: str) -> None:
         raise ScriptError(f"{what} defers writes: each return must be `return done(...)`")
 
 
-def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
+def add_helper(name: str, order: list[str], path: tuple[str, ...]) -> None:
     """Append `name` to `order` after the helpers it needs (depth first)."""
     if name in order:
         return
@@ -123,7 +123,7 @@ def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
         raise ScriptError(f"helpers include each other: {' -> '.join(path + (name,))}")
     needs = [] if name == "keys" else check_includes(f"helper {name}", helpers()[name])
     for needed in needs:  # `keys` is generated, and calls nothing
-        _add(needed, order, path + (name,))
+        add_helper(needed, order, path + (name,))
     order.append(name)
 
 
@@ -200,6 +200,18 @@ def _expand_line(code: str) -> str:
     return "".join(out) + code[i:]
 
 
+def script_text(name: str) -> str:
+    """A script's own text, as lua/ holds it."""
+    return (LUA_DIR / f"{name}.lua").read_text()
+
+
+def constants(user_concurrency: int = 1) -> str:
+    """CONSTANTS and USER_CONCURRENCY, as Lua locals."""
+    return "-- engine/scripts.py (CONSTANTS)\n" + "".join(
+        f"local {k} = {v!r}\n" for k, v in
+        {**CONSTANTS, "USER_CONCURRENCY": int(user_concurrency)}.items())
+
+
 @cache
 def source(name: str, user_concurrency: int = 1) -> str:
     """A script's text as Redis runs it: constants, included helpers, the script.
@@ -208,22 +220,31 @@ def source(name: str, user_concurrency: int = 1) -> str:
     USER_CONCURRENCY, the concurrency of a user without one of its own: every
     script that places a user needs it, so it is part of the script rather
     than one more argument of each; API and workers must agree on it."""
-    text = (LUA_DIR / f"{name}.lua").read_text()
+    text = script_text(name)
     order: list[str] = []
     for needed in check_includes(f"{name}.lua", text):
-        _add(needed, order, (f"{name}.lua",))
+        add_helper(needed, order, (f"{name}.lua",))
     if "defer" in order:
         check_returns(f"{name}.lua", text)
-    constants = "-- engine/scripts.py (CONSTANTS)\n" + "".join(
-        f"local {k} = {v!r}\n" for k, v in
-        {**CONSTANTS, "USER_CONCURRENCY": int(user_concurrency)}.items())
     # the helpers' keys are written out (expand_keys); the script's own keep
     # their `keys` functions (its text is run as written), only those it names
     used = set(_KEY_CALL.findall(_COMMENT.sub("", text)))
-    return "\n".join([constants] + [lua_keys(used) if h == "keys" else expand_keys(helpers()[h])
-                                     for h in order] + [text])
+    return "\n".join([constants(user_concurrency)] +
+                     [lua_keys(used) if h == "keys" else expand_keys(helpers()[h])
+                      for h in order] + [text])
 
 
 def register(redis, user_concurrency: int = 1) -> dict:
-    """Script objects bound to a client: EVALSHA, loading the script on a miss."""
-    return {name: redis.register_script(source(name, user_concurrency)) for name in NAMES}
+    """Callables bound to a client, each called as `(keys=[...], args=[...])`:
+    redis-py's Script objects (EVALSHA, loading the script on a miss), and for
+    the worker's per-job scripts on one Redis, its function library
+    (engine/library.py) with the same scripts to fall back on."""
+    from redis.asyncio.cluster import RedisCluster
+
+    from .library import HOT, HotScript, Library
+
+    found = {name: redis.register_script(source(name, user_concurrency)) for name in NAMES}
+    if not isinstance(redis, RedisCluster):  # a cluster would need the library on every node
+        library = Library(redis, user_concurrency)
+        found.update({name: HotScript(name, library, found[name]) for name in HOT})
+    return found
