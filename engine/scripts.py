@@ -15,6 +15,8 @@ import re
 from functools import cache
 from pathlib import Path
 
+from redis.asyncio.cluster import RedisCluster
+
 from .keys import LAYOUT, lua_keys, shard_key
 
 LUA_DIR = Path(__file__).parent / "lua"
@@ -239,9 +241,7 @@ def register(redis, user_concurrency: int = 1) -> dict:
     redis-py's Script objects (EVALSHA, loading the script on a miss), and for
     the worker's per-job scripts on one Redis, its function library
     (engine/library.py) with the same scripts to fall back on."""
-    from redis.asyncio.cluster import RedisCluster
-
-    from .library import HOT, HotScript, Library
+    from .library import HOT, HotScript, Library  # here: the library builds on this module
 
     found = {name: redis.register_script(source(name, user_concurrency)) for name in NAMES}
     if not isinstance(redis, RedisCluster):  # a cluster would need the library on every node
