@@ -119,8 +119,11 @@ class Library:
         try:
             await self.redis.function_load(self.code)
         except ResponseError as exc:
-            if "already exists" not in str(exc):  # else another caller loaded it first
+            if "already exists" in str(exc):  # another caller loaded it first
+                return
+            if _no_functions(exc):
                 self._give_up(exc)
+            raise  # Redis is full, say: the call fails as a script's would, and is tried again
 
     def _give_up(self, exc: ResponseError):
         if self.usable:

@@ -133,13 +133,17 @@ async def test_a_full_redis_refuses_a_function_as_it_refuses_a_script_s_write(re
     await redis7.config_set("maxmemory-policy", "noeviction")
     await redis7.config_set("maxmemory", 1)
     try:
-        with pytest.raises(redis_sync.ResponseError) as refused:
-            await queue.claim(queue.keys.base(0), 1, OWNER, LEASE)
-        assert connection.is_transient(refused.value)
+        for library_there in (True, False):  # refused: the call, or loading the library
+            if not library_there:
+                await redis7.function_flush()
+            with pytest.raises(redis_sync.ResponseError) as refused:
+                await queue.claim(queue.keys.base(0), 1, OWNER, LEASE)
+            assert connection.is_transient(refused.value)
     finally:
         await redis7.config_set("maxmemory", 0)
     [job] = (await queue.claim(queue.keys.base(0), 1, OWNER, LEASE)).jobs
-    assert job.job_id == "a", "the refused claim took nothing"
+    assert job.job_id == "a", "the refused claims took nothing"
+    assert queue._scripts["claim"].library.usable, "a full Redis is no reason to give functions up"
 
 
 async def test_a_redis_without_functions_runs_the_same_scripts(redis, redis_url, caplog):
