@@ -107,7 +107,7 @@ def _redis_rows(label: str, systems, rtimes) -> list[Row]:
             row.target, row.met = "<= 1.0x", row.ratio <= 1.0
             scripts = statistics.median(r.scripts_us for r in rtimes["ours"])
             row.notes.append(
-                f"scripts (EVALSHA, inner commands included) {scripts:.1f} µs/job ours, "
+                f"scripts (EVALSHA or FCALL, inner commands included) {scripts:.1f} µs/job ours, "
                 f"{statistics.median(r.scripts_us for r in rtimes['bullmq']):.1f} BullMQ; "
                 "CONFIG RESETSTAT after the enqueue, read when every job finished")
         rows.append(row)
