@@ -157,8 +157,10 @@ async def _upsert_in_memory(direct, jobs: list[JobRecord]) -> list[JobRecord]:
     the event loop between slices: this is CPU work in the API's own thread, and
     200 records in one stretch held every request in flight up to ~10 ms (scenario
     6's p99). Each record is written whole or not at all, so a request that reads
-    between two slices sees each record old or new. Returns the jobs left to store
-    the general way (a collection that needs mongomock's own checks)."""
+    between two slices sees each record old or new. Cancelled between slices (the
+    archiver stopping), the slices done stay stored and the rest stay listed in
+    Redis, unmarked, for the next pass. Returns the jobs left to store the general
+    way (a collection that needs mongomock's own checks)."""
     for start in range(0, len(jobs), IN_MEMORY_SLICE):
         part = jobs[start:start + IN_MEMORY_SLICE]
         if not inmemory.upsert_versions(
