@@ -394,15 +394,23 @@ class Queue:
 
     # ---- the archiver (the API) ----
 
-    async def archive_batch(self, base: str, limit: int = 200) -> list[JobRecord]:
-        """Jobs with changes MongoDB has not seen yet, oldest first."""
+    async def archive_batch(self, base: str, limit: int = 200,
+                            per_read: int | None = None) -> list[JobRecord]:
+        """Jobs with changes MongoDB has not seen yet, oldest first. `per_read`: the
+        job hashes read (and turned into records) per round trip; a caller that
+        shares its event loop with requests passes a small number, so that no
+        single stretch of parsing holds them up (one of 200 took milliseconds)."""
         members = await self.redis.lrange(Keys.archive(base), 0, limit - 1)
         jids = list(dict.fromkeys(_split_member(m)[2] for m in members))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for jid in jids:
-                pipe.hgetall(Keys.job(base, jid))
-            rows = await pipe.execute()
-        found = [JobRecord.from_fields(f, jid) for jid, f in zip(jids, rows) if f]
+        step = per_read or len(jids) or 1
+        found = []
+        for start in range(0, len(jids), step):
+            part = jids[start:start + step]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for jid in part:
+                    pipe.hgetall(Keys.job(base, jid))
+                rows = await pipe.execute()
+            found += [JobRecord.from_fields(f, jid) for jid, f in zip(part, rows) if f]
         gone = set(jids) - {r.id for r in found}
         for m in members:  # records that expired before they were archived
             if _split_member(m)[2] in gone:

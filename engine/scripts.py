@@ -30,8 +30,8 @@ CONSTANTS = {
     # tokens a shard's signal list holds: a worker blocks only after a claim
     # found nothing, so one per waiting worker is plenty
     "SIGNAL_TOKENS": 64,
-    # entries at the head of an archive list archived.lua looks through for each
-    # job it drops (the archiver reads 200 at a time from the head)
+    # entries at the head of an archive list archived.lua walks once a call to drop
+    # the jobs it was given (the archiver reads 200 at a time from the head)
     "ARCHIVE_WINDOW": 1000,
     # entries of the due-time index (runAt, retry back-off, start rate) one script promotes
     "PROMOTE_BATCH": 100,

@@ -31,6 +31,13 @@ from .live.wsprotocol import FanoutWebSocketProtocol
 
 UVICORN_STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up failed
 GRACEFUL_SHUTDOWN_SECONDS = 10  # uvicorn's wait for open requests and WebSockets at SIGTERM
+# Young-generation threshold of the cycle collector (CPython's default: 700). With
+# 32 requests in flight, their live objects alone come near 700: young collections
+# ran every ~27 requests, moved those objects on to older generations, and full
+# collections (5-15 ms, every request in flight waiting) followed about every
+# second. At 5,000, under 16 s of `wrk -c32`: 144 young collections instead of
+# 2,974, one full one instead of 23; p99 9.8 ms against 14.6, req/s 1.2x.
+GC_YOUNG_THRESHOLD = 5000
 
 
 def main(argv=None) -> None:
@@ -80,6 +87,7 @@ def main(argv=None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     gc.freeze()  # start-up objects stay out of the collector's way (shorter pauses)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     # a --processes child accepts on the supervisor's socket (the kernel spreads connections)
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
     loop.run(server.serve(sockets=sockets), args.loop)

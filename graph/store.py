@@ -8,6 +8,7 @@ bridges them.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from dataclasses import fields
@@ -27,6 +28,9 @@ from engine.jobs import JobRecord, JobStatus
 from . import inmemory
 
 log = logging.getLogger(__name__)
+
+# records the in-memory store writes between two turns of the event loop
+IN_MEMORY_SLICE = 25
 
 
 class Role(str, Enum):
@@ -131,9 +135,10 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
         return
     collection = JobDocument.get_pymongo_collection()
     direct = inmemory.sync_collection(collection)
-    if direct is not None and inmemory.upsert_versions(
-            direct, [(j.id, j.version, JobDocument.fields_of(j)) for j in jobs]):
-        return  # the in-memory store: the same writes, applied directly
+    if direct is not None:  # the in-memory store: the same writes, applied directly
+        jobs = await _upsert_in_memory(direct, jobs)
+        if not jobs:
+            return
     ops = [
         UpdateOne({"_id": j.id, "version": {"$lt": j.version}},
                   {"$set": JobDocument.fields_of(j)}, upsert=True)
@@ -145,6 +150,25 @@ async def save_job_snapshots(jobs: list[JobRecord]) -> None:
         others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
         if others:
             raise
+
+
+async def _upsert_in_memory(direct, jobs: list[JobRecord]) -> list[JobRecord]:
+    """Store jobs in the in-memory MongoDB, IN_MEMORY_SLICE at a time with a turn of
+    the event loop between slices: this is CPU work in the API's own thread, and
+    200 records in one stretch held every request in flight up to ~10 ms (scenario
+    6's p99). Each record is written whole or not at all, so a request that reads
+    between two slices sees each record old or new. Cancelled between slices (the
+    archiver stopping), the slices done stay stored and the rest stay listed in
+    Redis, unmarked, for the next pass. Returns the jobs left to store the general
+    way (a collection that needs mongomock's own checks)."""
+    for start in range(0, len(jobs), IN_MEMORY_SLICE):
+        part = jobs[start:start + IN_MEMORY_SLICE]
+        if not inmemory.upsert_versions(
+                direct, [(j.id, j.version, JobDocument.fields_of(j)) for j in part]):
+            return jobs[start:]
+        if start + IN_MEMORY_SLICE < len(jobs):
+            await asyncio.sleep(0)
+    return []
 
 
 async def count_by_user(uids: list[str], status: JobStatus) -> dict[str, int]:

@@ -5,6 +5,7 @@ stale or repeated snapshots that must change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +14,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from engine.jobs import JobRecord, JobStatus
-from graph import inmemory
+from graph import inmemory, store
 from graph.store import JobDocument, open_store, save_job_snapshots
 
 
@@ -78,3 +79,29 @@ async def test_a_stale_snapshot_changes_nothing():
     assert stored["status"] == "COMPLETED" and stored["version"] == 3
     found = await JobDocument.get(jid)
     assert found.status == JobStatus.COMPLETED
+
+
+async def test_a_long_batch_lets_requests_run_between_slices():
+    """The in-memory store is CPU work in the API's own thread: a batch is stored
+    IN_MEMORY_SLICE records at a time, and other tasks (requests) run in between."""
+    await open_store(None, "slices")
+    collection = inmemory.sync_collection(JobDocument.get_pymongo_collection())
+    now = datetime.now(timezone.utc)
+    jobs = [JobRecord(id=str(ObjectId()), user_id="u", request_data="r",
+                      status=JobStatus.QUEUED, attempts=0, created_at=now, version=1)
+            for _ in range(8 * store.IN_MEMORY_SLICE)]
+    turns = 0
+
+    async def request():
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    before = turns
+    await save_job_snapshots(jobs)
+    other.cancel()
+    assert turns - before >= 7  # one turn between each two slices
+    assert all(j.id in collection._store._documents for j in jobs)

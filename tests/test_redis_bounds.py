@@ -204,3 +204,32 @@ async def test_archiving_drops_a_jobs_entries_near_the_head_and_a_later_pass_the
         assert await redis.llen(archive) == 0, "the pass that reached it dropped it"
     finally:
         await redis.aclose()
+
+
+async def test_archiving_a_batch_drops_its_jobs_entries_and_keeps_the_others_in_order(settings):
+    """One mark_archived drops the entries of every job of the batch whose
+    version it stored (its later ones too, when near the head), and leaves the
+    rest listed in their order: those of jobs outside the batch, and those of a
+    job that changed after the batch was read (its newer version is not stored)."""
+    redis = connection.client(settings.redis_url)
+    queue = Queue(redis, Keys(settings.queue_prefix))
+    try:
+        uid = uuid.uuid4().hex
+        base = queue.keys.user_base(uid)
+        jids = [f"{uid}-{i}" for i in range(5)]
+        for jid in jids:
+            await queue.enqueue(uid, [(jid, "data", None)], 10)
+        await queue.cancel(uid, jids[1])  # a second entry of job 1, at the tail
+        archive = Keys.archive(base)
+        entry = {jid: f"{uid}:{jid}" for jid in jids}
+
+        batch = await queue.archive_batch(base, 3, per_read=2)  # jobs 0, 1, 2
+        assert [r.id for r in batch] == [r.id for r in await queue.archive_batch(base, 3)]
+        assert [r.id for r in batch] == jids[:3] and batch[1].status.value == "CANCELLED"
+        await queue.cancel(uid, jids[2])  # job 2 changes after the read
+        await queue.mark_archived(base, batch, 60, 60)
+
+        assert await redis.lrange(archive, 0, -1) == [
+            entry[jids[2]], entry[jids[3]], entry[jids[4]], entry[jids[2]]]
+    finally:
+        await redis.aclose()
