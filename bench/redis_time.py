@@ -58,6 +58,13 @@ def parse_commandstats(info: dict) -> dict[str, tuple[int, int]]:
             for k, v in info.items() if k.startswith("cmdstat_")}
 
 
+def script_calls(info: dict) -> tuple[int, int]:
+    """(calls, usec) of every script row (EVALSHA, FCALL...) in `INFO commandstats`."""
+    rows = parse_commandstats(info)
+    return (sum(calls for name, (calls, _) in rows.items() if name in SCRIPT_COMMANDS),
+            sum(us for name, (_, us) in rows.items() if name in SCRIPT_COMMANDS))
+
+
 def per_job(rows: dict[str, tuple[int, int]], jobs: int) -> RedisTime:
     scripts = sum(us for name, (_, us) in rows.items() if name in SCRIPT_COMMANDS)
     client = sum(us for name, (_, us) in rows.items() if name in CLIENT_COMMANDS)

@@ -16,6 +16,7 @@ import time
 import uuid
 
 from .common import Figure
+from .redis_time import script_calls
 from .results import Row
 from .systems import all_systems, enqueue_bullmq, enqueue_saq, our_queue
 
@@ -91,9 +92,9 @@ def _case(server, users, per_user, reps, log):
     for rep in range(reps):
         r.config_resetstat()
         per = asyncio.run(_steps(server.url, steps))
-        st = r.info("commandstats").get("cmdstat_evalsha", {})
+        calls, usec = script_calls(r.info("commandstats"))
         client.add(per * 1e6)
-        server_us.add(st.get("usec", 0) / max(1, st.get("calls", 1)))  # claim + finish calls
+        server_us.add(usec / max(1, calls))  # claim + finish calls
         log(f"  s5 rep {rep + 1} {jobs:,} queued / {users:,} users: {per * 1e6:.0f} µs per job "
             f"(client), {server_us.values[-1]:.1f} µs in Redis per script call")
     return client, server_us, mem, steps

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import common
 from .common import RedisServer, StartLog
+from .redis_time import script_calls
 from .scale import PAYLOAD, _steps
 from .common import PY
 from .systems import PREFIX, ours_env
@@ -138,8 +139,8 @@ def scheduled_cost(server: RedisServer, big: int, reps: int = 5) -> dict:
         for label, (url, _, _) in cases.items():
             r.config_resetstat()
             got[label][0].append(asyncio.run(_steps(url, 3000)) * 1e6)
-            st = r.info("commandstats").get("cmdstat_evalsha", {})
-            got[label][1].append(st.get("usec", 0) / max(1, st.get("calls", 1)))
+            calls, usec = script_calls(r.info("commandstats"))
+            got[label][1].append(usec / max(1, calls))
     out = {label: {"client_us": round(statistics.median(c), 1),
                    "redis_us": round(statistics.median(rs), 1), "runs": [round(x) for x in c]}
            for label, (c, rs) in got.items()}

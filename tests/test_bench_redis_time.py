@@ -28,3 +28,11 @@ def test_a_scripts_inner_commands_are_not_counted_twice(redis_sync_client):
     assert rt.per_job_us * 20 < sum(usec.values())
     assert rt.cpu_us > 0
 
+
+
+def test_script_calls_add_up_every_kind_of_script_row():
+    """A worker's calls are FCALLs on Redis 7 and EVALSHAs elsewhere: both count."""
+    info = ("cmdstat_evalsha:calls=3,usec=90,usec_per_call=30.00\n"
+            "cmdstat_fcall:calls=7,usec=210,usec_per_call=30.00\n"
+            "cmdstat_hset:calls=20,usec=40,usec_per_call=2.00\n")
+    assert redis_time.script_calls(info) == (10, 300)
