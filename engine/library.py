@@ -127,7 +127,8 @@ class Library:
 
     def _give_up(self, exc: ResponseError):
         if self.usable:
-            log.info("Redis functions unavailable (%s): the worker's scripts run by EVALSHA", exc)
+            reason = str(exc).split(", with args")[0]  # Redis quotes the call's arguments
+            log.info("Redis functions unavailable (%s): the worker's scripts run by EVALSHA", reason)
         self.usable = False
         raise Unusable from exc
 
