@@ -38,6 +38,7 @@ import logging
 import re
 from functools import cache
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from . import scripts
@@ -160,3 +161,15 @@ class HotScript:
             except Unusable:
                 pass
         return await self.script(keys=keys, args=args, client=client)
+
+
+def register(redis, user_concurrency: int = 1) -> dict:
+    """Every script bound to a client, each called as `(keys=[...], args=[...])`:
+    redis-py's Script objects (EVALSHA, loading the script on a miss), and for
+    the HOT ones on one Redis, this library with the same scripts to fall back on."""
+    found = {name: redis.register_script(scripts.source(name, user_concurrency))
+             for name in scripts.NAMES}
+    if not isinstance(redis, RedisCluster):  # a cluster would need the library on every node
+        library = Library(redis, user_concurrency)
+        found.update({name: HotScript(name, library, found[name]) for name in HOT})
+    return found

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 
-from . import scripts
+from . import library
 from .connection import out_of_memory  # noqa: F401 (callers find it beside the queue)
 from .jobs import Claimed, JobRecord, Update, UpdateKind
 from .keys import Keys
@@ -191,7 +191,7 @@ class Queue:
         self.policy = policy or RetryPolicy()
         self.bounds = bounds or Bounds()
         self.user_concurrency = user_concurrency  # a user's concurrency unless set (limits)
-        self._scripts = scripts.register(redis, user_concurrency)
+        self._scripts = library.register(redis, user_concurrency)
 
     async def _call(self, script: str, key: str, *args):
         """Run a script and read its reply (engine/replies.py). `key`, its KEYS[1],

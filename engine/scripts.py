@@ -15,8 +15,6 @@ import re
 from functools import cache
 from pathlib import Path
 
-from redis.asyncio.cluster import RedisCluster
-
 from .keys import LAYOUT, lua_keys, shard_key
 
 LUA_DIR = Path(__file__).parent / "lua"
@@ -234,17 +232,3 @@ def source(name: str, user_concurrency: int = 1) -> str:
     return "\n".join([constants(user_concurrency)] +
                      [lua_keys(used) if h == "keys" else expand_keys(helpers()[h])
                       for h in order] + [text])
-
-
-def register(redis, user_concurrency: int = 1) -> dict:
-    """Callables bound to a client, each called as `(keys=[...], args=[...])`:
-    redis-py's Script objects (EVALSHA, loading the script on a miss), and for
-    the worker's per-job scripts on one Redis, its function library
-    (engine/library.py) with the same scripts to fall back on."""
-    from .library import HOT, HotScript, Library  # here: the library builds on this module
-
-    found = {name: redis.register_script(source(name, user_concurrency)) for name in NAMES}
-    if not isinstance(redis, RedisCluster):  # a cluster would need the library on every node
-        library = Library(redis, user_concurrency)
-        found.update({name: HotScript(name, library, found[name]) for name in HOT})
-    return found
