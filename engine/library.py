@@ -37,6 +37,7 @@ import hashlib
 import logging
 import re
 from functools import cache
+from typing import NoReturn
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
@@ -70,14 +71,11 @@ def state(helper: str, text: str) -> list[tuple[str, str]]:
 @cache
 def source(user_concurrency: int = 1) -> tuple[str, dict[str, str]]:
     """The library's text, and the function name of each HOT script."""
-    order: list[str] = []
+    order: list[str] = []  # each script's helpers in turn: each still after those it needs
     bodies = {}
     for name in HOT:
         text = scripts.script_text(name)
-        for needed in scripts.check_includes(f"{name}.lua", text):
-            scripts.add_helper(needed, order, (f"{name}.lua",))
-        if "defer" in order:
-            scripts.check_returns(f"{name}.lua", text)
+        order += [h for h in scripts.helpers_of(name, text) if h not in order]
         bodies[name] = scripts.expand_keys(text)
     helpers = [scripts.expand_keys(scripts.helpers()[h]) for h in order if h != "keys"]
     resets = [f"{var} = {value}" for h in order if h != "keys"
@@ -126,7 +124,7 @@ class Library:
                 self._give_up(exc)
             raise  # Redis is full, say: the call fails as a script's would, and is tried again
 
-    def _give_up(self, exc: ResponseError):
+    def _give_up(self, exc: ResponseError) -> NoReturn:
         if self.usable:
             reason = str(exc).split(", with args")[0]  # Redis quotes the call's arguments
             log.info("Redis functions unavailable (%s): the worker's scripts run by EVALSHA", reason)

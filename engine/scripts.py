@@ -115,7 +115,7 @@ def check_returns(what: str, text: str) -> None:
         raise ScriptError(f"{what} defers writes: each return must be `return done(...)`")
 
 
-def add_helper(name: str, order: list[str], path: tuple[str, ...]) -> None:
+def _add(name: str, order: list[str], path: tuple[str, ...]) -> None:
     """Append `name` to `order` after the helpers it needs (depth first)."""
     if name in order:
         return
@@ -123,7 +123,7 @@ def add_helper(name: str, order: list[str], path: tuple[str, ...]) -> None:
         raise ScriptError(f"helpers include each other: {' -> '.join(path + (name,))}")
     needs = [] if name == "keys" else check_includes(f"helper {name}", helpers()[name])
     for needed in needs:  # `keys` is generated, and calls nothing
-        add_helper(needed, order, path + (name,))
+        _add(needed, order, path + (name,))
     order.append(name)
 
 
@@ -200,6 +200,17 @@ def _expand_line(code: str) -> str:
     return "".join(out) + code[i:]
 
 
+def helpers_of(name: str, text: str) -> list[str]:
+    """The helpers script `name` runs, each after those it needs, its include
+    line checked (and its returns, when it defers writes)."""
+    order: list[str] = []
+    for needed in check_includes(f"{name}.lua", text):
+        _add(needed, order, (f"{name}.lua",))
+    if "defer" in order:
+        check_returns(f"{name}.lua", text)
+    return order
+
+
 def script_text(name: str) -> str:
     """A script's own text, as lua/ holds it."""
     return (LUA_DIR / f"{name}.lua").read_text()
@@ -221,11 +232,7 @@ def source(name: str, user_concurrency: int = 1) -> str:
     script that places a user needs it, so it is part of the script rather
     than one more argument of each; API and workers must agree on it."""
     text = script_text(name)
-    order: list[str] = []
-    for needed in check_includes(f"{name}.lua", text):
-        add_helper(needed, order, (f"{name}.lua",))
-    if "defer" in order:
-        check_returns(f"{name}.lua", text)
+    order = helpers_of(name, text)
     # the helpers' keys are written out (expand_keys); the script's own keep
     # their `keys` functions (its text is run as written), only those it names
     used = set(_KEY_CALL.findall(_COMMENT.sub("", text)))

@@ -170,5 +170,6 @@ async def store_together(context, items: list[Item]) -> PreStored | None:
         # nothing is tried again; the first field fails with it, as it would have alone
         context.__dict__["jobs"] = PreStored(service, uid, [], [], error=exc)
         return None
-    stored = context.__dict__["jobs"] = PreStored(service, uid, items, jobs)  # Context.jobs
-    return stored  # is cached
+    # Context.jobs is cached: the fields' resolvers find the PreStored there
+    stored = context.__dict__["jobs"] = PreStored(service, uid, items, jobs)
+    return stored
